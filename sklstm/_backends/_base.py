@@ -1,0 +1,98 @@
+"""The interface every backend implements: forward and BPTT of one LSTM
+layer-direction.
+
+Notation (shared by all backends and documented once more in ``_network.py``)::
+
+    T  timesteps in the minibatch (the longest sequence in it)
+    B  sequences in the minibatch
+    I  input features of the layer
+    H  hidden units of the layer
+
+    gates_t = x_t @ W_ih.T + h_{t-1} @ W_hh.T + bias      (B, 4H), blocks i|f|g|o
+    i, f, o = sigmoid(...), g = tanh(...)
+    c_t = f * c_{t-1} + i * g
+    h_t = o * tanh(c_t)
+
+Arrays are time-major: ``X[t, b]`` is the input of sequence ``b`` at time
+``t``. Sequence ``b`` is valid for ``t < lengths[b]``; rows past its length
+are padding. The forward direction processes ``t = 0 .. lengths[b]-1``; the
+reverse direction (``reverse=True``) processes ``t = lengths[b]-1 .. 0``, each
+sequence reversed within its own length, as PyTorch's packed sequences do.
+The initial states are zero.
+"""
+
+from abc import ABC, abstractmethod
+
+
+class LSTMBackend(ABC):
+    """Forward and backward of one LSTM layer-direction on some device.
+
+    Attributes
+    ----------
+    xp : module
+        The array module of the backend (``numpy`` or ``cupy``).
+    """
+
+    xp = None
+
+    @abstractmethod
+    def forward(self, X, lengths, W_ih, W_hh, bias, reverse=False, training=True,
+                return_sequences=True):
+        """Run one layer-direction over a minibatch.
+
+        Parameters
+        ----------
+        X : array of shape (T, B, I)
+            Time-major, C-contiguous input. Rows past a sequence's length are
+            ignored.
+        lengths : array of shape (B,), dtype intp
+            Valid length of each sequence, ``1 <= lengths[b] <= T``, sorted in
+            descending order (fast backends rely on it), ``lengths[0] == T``.
+        W_ih : array of shape (4H, I)
+        W_hh : array of shape (4H, H)
+        bias : array of shape (4H,)
+            ``b_ih + b_hh``.
+        reverse : bool
+            Process each sequence from its last valid timestep to its first.
+        training : bool
+            Keep what :meth:`backward` needs. When False, only the states of
+            the current step are kept beyond the input projection.
+        return_sequences : bool
+            When False, ``hidden`` is not returned (None): the last layer at
+            inference needs only ``h_n``.
+
+        Returns
+        -------
+        hidden : array of shape (T, B, H) or None
+            ``h_t`` of every valid timestep, zero on padding.
+        h_n : array of shape (B, H)
+            Hidden state after each sequence's last processed step
+            (``t = lengths[b] - 1`` forward, ``t = 0`` reverse).
+        c_n : array of shape (B, H)
+            Cell state at the same step.
+        cache : object
+            Opaque state for :meth:`backward`; None when not training.
+        """
+
+    @abstractmethod
+    def backward(self, dhidden, cache):
+        """Backpropagation through time for one layer-direction.
+
+        Parameters
+        ----------
+        dhidden : array of shape (T, B, H)
+            Gradient of the loss with respect to ``hidden``; values on
+            padding rows are ignored.
+        cache : object
+            What :meth:`forward` returned with ``training=True``.
+
+        Returns
+        -------
+        dX : array of shape (T, B, I)
+            Gradient with respect to the input, zero on padding.
+        dW_ih : array of shape (4H, I)
+        dW_hh : array of shape (4H, H)
+        dbias : array of shape (4H,)
+            Gradient with respect to ``bias`` (and so to each of ``b_ih`` and
+            ``b_hh``).
+        """

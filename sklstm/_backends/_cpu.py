@@ -1,0 +1,110 @@
+"""The CPU backend: Cython timestep loops over BLAS (``sklstm._kernels``).
+
+This module owns the memory: it makes the inputs C-contiguous in the working
+dtype, allocates outputs and workspaces with NumPy, and hands them to the
+nogil kernels of ``sklstm/_kernels/_lstm_fast.pyx``. See ``_base.py`` for the
+notation and the contract.
+"""
+
+import numpy as np
+
+from .._kernels._lstm_fast import lstm_backward, lstm_forward
+from ._base import LSTMBackend
+
+
+def _working_dtype(X):
+    """float32 stays float32; everything else computes in float64."""
+    return np.float32 if X.dtype == np.float32 else np.float64
+
+
+class CPUBackend(LSTMBackend):
+    """Forward and BPTT of one LSTM layer-direction with Cython + BLAS.
+
+    The dtype of ``X`` (float32 or float64) decides the precision; weights
+    are cast to it (no copy when they already match). Lengths must be sorted
+    in descending order. Arrays returned by :meth:`forward` are referenced by
+    the cache: modify ``hidden`` in place only after :meth:`backward`.
+    """
+
+    xp = np
+
+    def forward(
+        self,
+        X,
+        lengths,
+        W_ih,
+        W_hh,
+        bias,
+        reverse=False,
+        training=True,
+        return_sequences=True,
+    ):
+        """Run one layer-direction over a minibatch; see ``LSTMBackend``.
+
+        Parameters
+        ----------
+        X, lengths, W_ih, W_hh, bias, reverse, training
+            As in :meth:`LSTMBackend.forward`.
+        return_sequences : bool, default=True
+            When False, ``hidden`` is returned as None (only ``h_n`` and
+            ``c_n`` are wanted, e.g. the last layer at inference); with
+            ``training=False`` the kernel then does not write it at all.
+
+        Returns
+        -------
+        hidden : ndarray of shape (T, B, H), or None
+        h_n, c_n : ndarray of shape (B, H)
+        cache : tuple or None
+        """
+        dtype = _working_dtype(X)
+        X = np.ascontiguousarray(X, dtype=dtype)
+        lengths = np.ascontiguousarray(lengths, dtype=np.intp)
+        W_ih = np.ascontiguousarray(W_ih, dtype=dtype)
+        W_hh = np.ascontiguousarray(W_hh, dtype=dtype)
+        bias = np.ascontiguousarray(bias, dtype=dtype).reshape(-1)
+        n_steps, n_seq, _ = X.shape
+        n_units = W_hh.shape[1]
+
+        gates = np.empty((n_steps, n_seq, 4 * n_units), dtype=dtype)
+        cells = None
+        hidden = None
+        if training:
+            cells = np.empty((n_steps, n_seq, n_units), dtype=dtype)
+        if training or return_sequences:
+            hidden = np.empty((n_steps, n_seq, n_units), dtype=dtype)
+        h_n = np.empty((n_seq, n_units), dtype=dtype)
+        c_n = np.empty((n_seq, n_units), dtype=dtype)
+        step_gates = np.empty((n_seq, 4 * n_units), dtype=dtype)
+
+        lstm_forward(
+            X, lengths, W_ih, W_hh, bias, bool(reverse), bool(training),
+            gates, cells, hidden, h_n, c_n, step_gates,
+        )  # fmt: skip
+
+        cache = None
+        if training:
+            cache = (X, lengths, W_ih, W_hh, bool(reverse), gates, cells, hidden)
+        return (hidden if return_sequences else None), h_n, c_n, cache
+
+    def backward(self, dhidden, cache):
+        """Backpropagation through time; see ``LSTMBackend.backward``."""
+        X, lengths, W_ih, W_hh, reverse, gates, cells, hidden = cache
+        dtype = X.dtype
+        dhidden = np.ascontiguousarray(dhidden, dtype=dtype)
+        n_steps, n_seq, n_features = X.shape
+        n_units = W_hh.shape[1]
+
+        dX = np.empty(X.shape, dtype=dtype)
+        dW_ih = np.empty(W_ih.shape, dtype=dtype)
+        dW_hh = np.empty(W_hh.shape, dtype=dtype)
+        dbias = np.empty(4 * n_units, dtype=dtype)
+        dgates = np.empty((n_steps, n_seq, 4 * n_units), dtype=dtype)
+        dgates_step = np.empty((n_seq, 4 * n_units), dtype=dtype)
+        dh_rec = np.empty((n_seq, n_units), dtype=dtype)
+        dc_state = np.empty((n_seq, n_units), dtype=dtype)
+
+        lstm_backward(
+            X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
+            dX, dW_ih, dW_hh, dbias, dgates, dgates_step, dh_rec, dc_state,
+        )  # fmt: skip
+        return dX, dW_ih, dW_hh, dbias

@@ -1,0 +1,437 @@
+"""Forward and backward timestep loops of one LSTM layer-direction.
+
+Notation as in ``sklstm/_backends/_base.py``: ``T`` timesteps, ``B``
+sequences, ``I`` input features (``n_in`` in the code), ``H`` hidden units,
+``G = 4H`` gate units in PyTorch's order ``i | f | g | o``; ``W_ih`` is
+``(4H, I)``, ``W_hh`` is ``(4H, H)``. Arrays are time-major and C-contiguous,
+so ``X[t]`` (all ``B`` rows of one timestep) and ``X.reshape(T * B, I)`` are
+plain GEMM operands.
+
+Lengths are sorted in descending order, so the sequences still running at
+step ``s`` are the prefix ``b < n_s`` with ``n_s = #{b : lengths[b] > s}``:
+the per-step GEMMs shrink to ``n_s`` rows instead of computing on padding.
+The same ``n_t`` counts the valid rows of *time* ``t``: at every time the
+padding rows are the suffix ``b >= n_t``, in both directions.
+
+At step ``s`` row ``b`` is at time ``t = s`` (forward) or
+``t = lengths[b] - 1 - s`` (reverse, each sequence reversed within its own
+length). Reverse steps scatter over time, so the recurrence runs on
+contiguous per-step buffers indexed by row: ``h_state``/``c_state`` (B, H)
+and ``step_gates`` (B, 4H) forward; ``dh_rec``/``dc_state`` (B, H) and
+``dgates_step`` (B, 4H) backward. Results are stored in time order.
+
+The ``def`` entry points check shapes and lengths with the GIL, then run
+everything in one ``with nogil:`` block; nothing is allocated here (the
+backend, ``sklstm/_backends/_cpu.py``, passes outputs and workspaces in).
+"""
+
+from cython cimport floating
+from libc.limits cimport INT_MAX
+from libc.math cimport isfinite
+from libc.string cimport memcpy, memset
+
+from ._activations cimport sigmoid, sigmoid_grad, tanh, tanh_grad
+from ._blas cimport gemm
+
+
+# ---------------------------------------------------------------------------
+# Helpers (no GIL, no Python objects)
+
+cdef inline Py_ssize_t _n_active(const Py_ssize_t* lengths, Py_ssize_t n_seq,
+                                 Py_ssize_t step) noexcept nogil:
+    """#{b : lengths[b] > step}, by bisection of the descending lengths."""
+    cdef Py_ssize_t lo = 0, hi = n_seq, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lengths[mid] > step:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline void _cell_forward(
+    Py_ssize_t H,
+    floating* gates,          # (4H,) in: x_t @ W_ih.T; out: activated i|f|g|o
+    const floating* rec,      # (4H,) h_prev @ W_hh.T
+    const floating* bias,     # (4H,)
+    floating* c,              # (H,) in: c_prev; out: c_t
+    floating* h,              # (H,) out: h_t
+) noexcept nogil:
+    """One row of one step: bias, activations, c_t and h_t.
+
+    Written as short loops with few pointers each, so that the compiler
+    vectorizes them (the activations are plain arithmetic).
+    """
+    cdef Py_ssize_t j
+    cdef floating c_t
+    # i, f = sigmoid(...); g = tanh(...); o = sigmoid(...)
+    for j in range(2 * H):
+        gates[j] = sigmoid(gates[j] + rec[j] + bias[j])
+    for j in range(2 * H, 3 * H):
+        gates[j] = tanh(gates[j] + rec[j] + bias[j])
+    for j in range(3 * H, 4 * H):
+        gates[j] = sigmoid(gates[j] + rec[j] + bias[j])
+    # c_t = f * c_prev + i * g;  h_t = o * tanh(c_t)
+    for j in range(H):
+        c_t = gates[H + j] * c[j] + gates[j] * gates[2 * H + j]
+        c[j] = c_t
+        h[j] = gates[3 * H + j] * tanh(c_t)
+
+
+cdef inline void _cell_backward(
+    Py_ssize_t H,
+    const floating* gates,    # (4H,) activated i|f|g|o of this row and step
+    const floating* cell,     # (H,) c_t
+    const floating* cell_prev,  # (H,) c_prev; NULL at the first step (zero)
+    const floating* dhidden,  # (H,) dL/dh_t from above
+    const floating* dh_rec,   # (H,) dL/dh_t through the next processed step
+    floating* dc,             # (H,) in: dL/dc_t via c_next; out: dL/dc_prev
+    floating* dgates,         # (4H,) out: dL/d(pre-activation gates)
+) noexcept nogil:
+    """One row of one step of BPTT: the gate gradients.
+
+    Short loops, each storing into one block of dgates (GCC does not
+    vectorize a loop storing into two blocks of one array an unknown H
+    apart); dc carries dL/dc_t from the first loop to the others.
+    """
+    cdef Py_ssize_t j
+    cdef floating o, tanh_c, dh
+    # dh = dhidden + dh_rec;  d_o = dh * tanh(c) * o * (1 - o)
+    # dc_t = dc + dh * o * (1 - tanh(c)**2)
+    for j in range(H):
+        o = gates[3 * H + j]
+        tanh_c = tanh(cell[j])
+        dh = dhidden[j] + dh_rec[j]
+        dgates[3 * H + j] = dh * tanh_c * sigmoid_grad(o)
+        dc[j] = dc[j] + dh * o * tanh_grad(tanh_c)
+    # d_i = dc_t * g * i * (1 - i)
+    for j in range(H):
+        dgates[j] = dc[j] * gates[2 * H + j] * sigmoid_grad(gates[j])
+    # d_g = dc_t * i * (1 - g**2)
+    for j in range(H):
+        dgates[2 * H + j] = dc[j] * gates[j] * tanh_grad(gates[2 * H + j])
+    # d_f = dc_t * c_prev * f * (1 - f), with c_prev = 0 at the first step
+    if cell_prev != NULL:
+        for j in range(H):
+            dgates[H + j] = dc[j] * cell_prev[j] * sigmoid_grad(gates[H + j])
+    else:
+        memset(dgates + H, 0, H * sizeof(floating))
+    # dc_prev = dc_t * f
+    for j in range(H):
+        dc[j] = dc[j] * gates[H + j]
+
+
+cdef bint _padding_is_finite(
+    const floating* X,        # (T, B, I)
+    const Py_ssize_t* lengths,  # (B,)
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t n_in,
+) noexcept nogil:
+    """Whether every padding entry of X is finite (so 0 * X is 0)."""
+    cdef Py_ssize_t t, k, n_t
+    cdef const floating* pad
+    for t in range(T):
+        n_t = _n_active(lengths, B, t)
+        pad = X + (t * B + n_t) * n_in
+        for k in range((B - n_t) * n_in):
+            if not isfinite(pad[k]):
+                return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Checks (with the GIL, before the nogil block)
+
+cdef inline tuple _shape2(Py_ssize_t* shape):
+    return (shape[0], shape[1])
+
+
+cdef inline tuple _shape3(Py_ssize_t* shape):
+    return (shape[0], shape[1], shape[2])
+
+
+cdef int _check_shape(str name, tuple actual, tuple expected) except -1:
+    if actual != expected:
+        raise ValueError(f"{name} has shape {actual}, expected {expected}")
+    return 0
+
+
+cdef int _check_dims(Py_ssize_t T, Py_ssize_t B, Py_ssize_t n_in,
+                     const floating[:, ::1] W_ih,
+                     const floating[:, ::1] W_hh,
+                     const Py_ssize_t[::1] lengths) except -1:
+    cdef Py_ssize_t H = W_hh.shape[1], b
+    if H < 1 or n_in < 1:
+        raise ValueError(
+            f"need at least one input feature and one hidden unit, got {n_in} and {H}"
+        )
+    _check_shape("W_ih", (W_ih.shape[0], W_ih.shape[1]), (4 * H, n_in))
+    _check_shape("W_hh", (W_hh.shape[0], W_hh.shape[1]), (4 * H, H))
+    _check_shape("lengths", (lengths.shape[0],), (B,))
+    # BLAS takes int dimensions.
+    if T * B > INT_MAX or 4 * H > INT_MAX or n_in > INT_MAX:
+        raise ValueError(f"T * B = {T * B} or 4H = {4 * H} too large for BLAS")
+    for b in range(B):
+        if lengths[b] < 0 or lengths[b] > T:
+            raise ValueError(f"lengths[{b}] = {lengths[b]} is outside [0, {T}]")
+        if b > 0 and lengths[b] > lengths[b - 1]:
+            raise ValueError("lengths must be sorted in descending order")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Entry points
+
+def lstm_forward(
+    const floating[:, :, ::1] X,      # (T, B, I) input; padding rows ignored
+    const Py_ssize_t[::1] lengths,    # (B,) descending, 0 <= lengths[b] <= T
+    const floating[:, ::1] W_ih,      # (4H, I) input weights, blocks i|f|g|o
+    const floating[:, ::1] W_hh,      # (4H, H) recurrent weights
+    const floating[::1] bias,         # (4H,) b_ih + b_hh
+    bint reverse,                     # run each sequence from its last step
+    bint training,                    # store the cells (for lstm_backward)
+    floating[:, :, ::1] gates,        # (T, B, 4H) out: activated i|f|g|o on
+                                      #   valid rows (workspace at inference)
+    floating[:, :, ::1] cells,        # (T, B, H) out: c_t on valid rows;
+                                      #   None unless training
+    floating[:, :, ::1] hidden,       # (T, B, H) out: h_t, zero on padding;
+                                      #   None: not stored (not if training)
+    floating[:, ::1] h_state,         # (B, H) out: h_n, h of the last step
+    floating[:, ::1] c_state,         # (B, H) out: c_n, c of the last step
+    floating[:, ::1] step_gates,      # (B, 4H) workspace: h_prev @ W_hh.T
+):
+    """LSTM forward over a minibatch, in place into the given arrays.
+
+    ``gates`` first receives the input projection of every row, then each
+    valid row is overwritten with its activated gates. Rows of ``gates`` and
+    ``cells`` past a sequence's length are left undefined; ``hidden`` is
+    zero there.
+    """
+    cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
+    cdef Py_ssize_t H = W_hh.shape[1], G = 4 * H
+    _check_dims(T, B, n_in, W_ih, W_hh, lengths)
+    _check_shape("bias", (bias.shape[0],), (G,))
+    _check_shape("gates", _shape3(gates.shape), (T, B, G))
+    _check_shape("h_state", _shape2(h_state.shape), (B, H))
+    _check_shape("c_state", _shape2(c_state.shape), (B, H))
+    _check_shape("step_gates", _shape2(step_gates.shape), (B, G))
+    if training and (cells is None or hidden is None):
+        raise ValueError("training needs the cells and hidden outputs")
+    if cells is not None:
+        _check_shape("cells", _shape3(cells.shape), (T, B, H))
+    if hidden is not None:
+        _check_shape("hidden", _shape3(hidden.shape), (T, B, H))
+    if B == 0:
+        return
+
+    cdef bint store_hidden = hidden is not None and T > 0
+    cdef const floating* X_p = &X[0, 0, 0] if T > 0 else NULL
+    cdef const Py_ssize_t* len_p = &lengths[0]
+    cdef const floating* W_ih_p = &W_ih[0, 0]
+    cdef const floating* W_hh_p = &W_hh[0, 0]
+    cdef const floating* bias_p = &bias[0]
+    cdef floating* gates_p = &gates[0, 0, 0] if T > 0 else NULL
+    cdef floating* cells_p = &cells[0, 0, 0] if training and T > 0 else NULL
+    cdef floating* hidden_p = &hidden[0, 0, 0] if store_hidden else NULL
+    cdef floating* h_p = &h_state[0, 0]
+    cdef floating* c_p = &c_state[0, 0]
+    cdef floating* step_p = &step_gates[0, 0]
+    cdef Py_ssize_t s, b, t, row, n_s
+
+    with nogil:
+        memset(h_p, 0, B * H * sizeof(floating))
+        memset(c_p, 0, B * H * sizeof(floating))
+        if T > 0:
+            # gates.reshape(T*B, 4H) = X.reshape(T*B, I) @ W_ih.T
+            gemm(False, True, <int> (T * B), <int> G, <int> n_in,
+                 <floating> 1, X_p, <int> n_in, W_ih_p, <int> n_in,
+                 <floating> 0, gates_p, <int> G)
+        for s in range(T):
+            n_s = _n_active(len_p, B, s)
+            if store_hidden and n_s < B:
+                # hidden[s, n_s:] = 0  (the padding rows of time s)
+                memset(hidden_p + (s * B + n_s) * H, 0,
+                       (B - n_s) * H * sizeof(floating))
+            if n_s == 0:
+                continue
+            if s == 0:
+                # h_prev is zero: step_gates[:n_s] = 0
+                memset(step_p, 0, n_s * G * sizeof(floating))
+            else:
+                # step_gates[:n_s] = h_state[:n_s] @ W_hh.T
+                gemm(False, True, <int> n_s, <int> G, <int> H,
+                     <floating> 1, h_p, <int> H, W_hh_p, <int> H,
+                     <floating> 0, step_p, <int> G)
+            for b in range(n_s):
+                t = len_p[b] - 1 - s if reverse else s
+                row = t * B + b
+                _cell_forward(H, gates_p + row * G, step_p + b * G, bias_p,
+                              c_p + b * H, h_p + b * H)
+                if training:
+                    memcpy(cells_p + row * H, c_p + b * H, H * sizeof(floating))
+                if store_hidden:
+                    memcpy(hidden_p + row * H, h_p + b * H, H * sizeof(floating))
+
+
+def lstm_backward(
+    const floating[:, :, ::1] X,        # (T, B, I) the forward input
+    const Py_ssize_t[::1] lengths,      # (B,) as given to lstm_forward
+    const floating[:, ::1] W_ih,        # (4H, I)
+    const floating[:, ::1] W_hh,        # (4H, H)
+    bint reverse,                       # as given to lstm_forward
+    const floating[:, :, ::1] gates,    # (T, B, 4H) from lstm_forward(training)
+    const floating[:, :, ::1] cells,    # (T, B, H) from lstm_forward(training)
+    const floating[:, :, ::1] hidden,   # (T, B, H) from lstm_forward, zero on
+                                        #   padding (dW_hh relies on it)
+    const floating[:, :, ::1] dhidden,  # (T, B, H) dL/dhidden; padding ignored
+    floating[:, :, ::1] dX,             # (T, B, I) out, zero on padding
+    floating[:, ::1] dW_ih,             # (4H, I) out
+    floating[:, ::1] dW_hh,             # (4H, H) out
+    floating[::1] dbias,                # (4H,) out
+    floating[:, :, ::1] dgates,         # (T, B, 4H) workspace: dL/d(gate
+                                        #   pre-activations), zero on padding
+    floating[:, ::1] dgates_step,       # (B, 4H) workspace (reverse only)
+    floating[:, ::1] dh_rec,            # (B, H) workspace: dL/dh_prev
+    floating[:, ::1] dc_state,          # (B, H) workspace: dL/dc_prev
+):
+    """Backpropagation through time, in place into the given arrays."""
+    cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
+    cdef Py_ssize_t H = W_hh.shape[1], G = 4 * H
+    _check_dims(T, B, n_in, W_ih, W_hh, lengths)
+    _check_shape("gates", _shape3(gates.shape), (T, B, G))
+    _check_shape("cells", _shape3(cells.shape), (T, B, H))
+    _check_shape("hidden", _shape3(hidden.shape), (T, B, H))
+    _check_shape("dhidden", _shape3(dhidden.shape), (T, B, H))
+    _check_shape("dX", _shape3(dX.shape), (T, B, n_in))
+    _check_shape("dgates", _shape3(dgates.shape), (T, B, G))
+    _check_shape("dW_ih", _shape2(dW_ih.shape), (G, n_in))
+    _check_shape("dW_hh", _shape2(dW_hh.shape), (G, H))
+    _check_shape("dbias", (dbias.shape[0],), (G,))
+    _check_shape("dgates_step", _shape2(dgates_step.shape), (B, G))
+    _check_shape("dh_rec", _shape2(dh_rec.shape), (B, H))
+    _check_shape("dc_state", _shape2(dc_state.shape), (B, H))
+    if T == 0 or B == 0:
+        dW_ih[:, :] = 0
+        dW_hh[:, :] = 0
+        dbias[:] = 0
+        return
+
+    cdef const Py_ssize_t* len_p = &lengths[0]
+    cdef const floating* X_p = &X[0, 0, 0]
+    cdef const floating* W_ih_p = &W_ih[0, 0]
+    cdef const floating* W_hh_p = &W_hh[0, 0]
+    cdef const floating* gates_p = &gates[0, 0, 0]
+    cdef const floating* cells_p = &cells[0, 0, 0]
+    cdef const floating* hidden_p = &hidden[0, 0, 0]
+    cdef const floating* dhidden_p = &dhidden[0, 0, 0]
+    cdef floating* dX_p = &dX[0, 0, 0]
+    cdef floating* dW_ih_p = &dW_ih[0, 0]
+    cdef floating* dW_hh_p = &dW_hh[0, 0]
+    cdef floating* dbias_p = &dbias[0]
+    cdef floating* dgates_p = &dgates[0, 0, 0]
+    cdef floating* dstep_p = &dgates_step[0, 0]
+    cdef floating* dh_p = &dh_rec[0, 0]
+    cdef floating* dc_p = &dc_state[0, 0]
+    # Row offset from time t to the previously processed time (t -+ 1).
+    cdef Py_ssize_t prev_offset = B if reverse else -B
+    cdef Py_ssize_t s, b, t, j, row, n_s
+    cdef const floating* step_rows
+    cdef const floating* drow
+
+    with nogil:
+        # Rows not running at step s+1 get no gradient from it.
+        memset(dh_p, 0, B * H * sizeof(floating))
+        memset(dc_p, 0, B * H * sizeof(floating))
+        for s in range(T - 1, -1, -1):
+            n_s = _n_active(len_p, B, s)
+            if n_s < B:
+                # dgates[s, n_s:] = 0  (the padding rows of time s)
+                memset(dgates_p + (s * B + n_s) * G, 0,
+                       (B - n_s) * G * sizeof(floating))
+            if n_s == 0:
+                continue
+            for b in range(n_s):
+                t = len_p[b] - 1 - s if reverse else s
+                row = t * B + b
+                _cell_backward(
+                    H, gates_p + row * G, cells_p + row * H,
+                    cells_p + (row + prev_offset) * H if s > 0 else NULL,
+                    dhidden_p + row * H, dh_p + b * H, dc_p + b * H,
+                    dgates_p + row * G,
+                )
+                if reverse:
+                    memcpy(dstep_p + b * G, dgates_p + row * G, G * sizeof(floating))
+            if s > 0:
+                # This step's dgates rows, contiguous: dgates[s, :n_s] forward,
+                # the step buffer reverse.
+                step_rows = dstep_p if reverse else dgates_p + s * B * G
+                # dh_rec[:n_s] = dgates_step[:n_s] @ W_hh
+                gemm(False, False, <int> n_s, <int> H, <int> G,
+                     <floating> 1, step_rows, <int> G, W_hh_p, <int> H,
+                     <floating> 0, dh_p, <int> H)
+
+        # dX.reshape(T*B, I) = dgates.reshape(T*B, 4H) @ W_ih
+        gemm(False, False, <int> (T * B), <int> n_in, <int> G,
+             <floating> 1, dgates_p, <int> G, W_ih_p, <int> n_in,
+             <floating> 0, dX_p, <int> n_in)
+
+        if _padding_is_finite(X_p, len_p, T, B, n_in):
+            # dW_ih = dgates.reshape(T*B, 4H).T @ X.reshape(T*B, I)
+            gemm(True, False, <int> G, <int> n_in, <int> (T * B),
+                 <floating> 1, dgates_p, <int> G, X_p, <int> n_in,
+                 <floating> 0, dW_ih_p, <int> n_in)
+        else:
+            # Non-finite padding in X would turn 0 * X into NaN: sum over the
+            # valid rows only, one time at a time.
+            memset(dW_ih_p, 0, G * n_in * sizeof(floating))
+            for t in range(T):
+                n_s = _n_active(len_p, B, t)
+                if n_s > 0:
+                    # dW_ih += dgates[t, :n_t].T @ X[t, :n_t]
+                    gemm(True, False, <int> G, <int> n_in, <int> n_s,
+                         <floating> 1, dgates_p + t * B * G, <int> G,
+                         X_p + t * B * n_in, <int> n_in,
+                         <floating> 1, dW_ih_p, <int> n_in)
+
+        # h_prev of the row at time t is hidden[t-1] forward, hidden[t+1]
+        # reverse, and zero at each sequence's first processed step. Pairing
+        # whole shifted time slices is exact: dgates is zero on padding rows,
+        # and the one valid row paired with a padding row (a reverse
+        # sequence's first step, t = lengths[b]-1, with hidden[t+1] padding)
+        # meets hidden = 0, its zero initial state.
+        if T == 1:
+            memset(dW_hh_p, 0, G * H * sizeof(floating))
+        elif reverse:
+            # dW_hh = dgates[:-1].reshape(-1, 4H).T @ hidden[1:].reshape(-1, H)
+            gemm(True, False, <int> G, <int> H, <int> ((T - 1) * B),
+                 <floating> 1, dgates_p, <int> G, hidden_p + B * H, <int> H,
+                 <floating> 0, dW_hh_p, <int> H)
+        else:
+            # dW_hh = dgates[1:].reshape(-1, 4H).T @ hidden[:-1].reshape(-1, H)
+            gemm(True, False, <int> G, <int> H, <int> ((T - 1) * B),
+                 <floating> 1, dgates_p + B * G, <int> G, hidden_p, <int> H,
+                 <floating> 0, dW_hh_p, <int> H)
+
+        # dbias = dgates.reshape(T*B, 4H).sum(axis=0), over the valid rows
+        memset(dbias_p, 0, G * sizeof(floating))
+        for t in range(T):
+            n_s = _n_active(len_p, B, t)
+            for row in range(t * B, t * B + n_s):
+                drow = dgates_p + row * G
+                for j in range(G):
+                    dbias_p[j] += drow[j]
+
+
+def _activations_memview(
+    const floating[::1] x,            # (n,)
+    floating[::1] sigmoid_out,        # (n,) out: sigmoid(x)
+    floating[::1] tanh_out,           # (n,) out: tanh(x)
+):
+    """The inlined gate activations of the kernels, elementwise; for tests only."""
+    cdef Py_ssize_t k, n = x.shape[0]
+    if sigmoid_out.shape[0] != n or tanh_out.shape[0] != n:
+        raise ValueError("x, sigmoid_out and tanh_out must have the same length")
+    with nogil:
+        for k in range(n):
+            sigmoid_out[k] = sigmoid(x[k])
+            tanh_out[k] = tanh(x[k])

@@ -1,0 +1,85 @@
+"""Losses and the gradients of their output layers.
+
+Each loss takes the raw head output ``raw`` (before the output activation),
+the targets and per-sample weights, and returns the weighted mean loss and
+its gradient with respect to ``raw``. Working on ``raw`` (logits for the
+log-losses) keeps them finite for any input without clipping probabilities.
+
+The mean is ``sum_i w_i * loss_i / sum_i w_i``; with unit weights this is the
+plain mean, bit for bit, because the same operations run either way.
+"""
+
+import numpy as np
+from scipy.special import expit, log_softmax, softmax
+
+
+def identity(raw):
+    """Output activation of regression."""
+    return raw
+
+
+def logistic(raw):
+    """Output activation of binary and multilabel classification."""
+    return expit(raw)
+
+
+def _softmax(raw):
+    return softmax(raw, axis=1)
+
+
+OUTPUT_ACTIVATIONS = {"identity": identity, "logistic": logistic, "softmax": _softmax}
+
+
+def _weighted_mean(per_sample, sample_weight):
+    return float(np.dot(sample_weight, per_sample) / sample_weight.sum())
+
+
+def squared_error(y_true, raw, sample_weight):
+    """Half the squared error summed over outputs, averaged over samples.
+
+    Parameters
+    ----------
+    y_true, raw : ndarray of shape (n_samples, n_outputs)
+    sample_weight : ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    loss : float
+    draw : ndarray of shape (n_samples, n_outputs)
+        Gradient of ``loss`` with respect to ``raw``.
+    """
+    residual = raw - y_true
+    loss = _weighted_mean(0.5 * (residual**2).sum(axis=1), sample_weight)
+    draw = residual * (sample_weight / sample_weight.sum())[:, np.newaxis]
+    return loss, draw
+
+
+def softmax_log_loss(y_true, raw, sample_weight):
+    """Cross-entropy of a softmax output; ``y_true`` is one-hot."""
+    log_proba = log_softmax(raw, axis=1)
+    loss = _weighted_mean(-(y_true * log_proba).sum(axis=1), sample_weight)
+    draw = (np.exp(log_proba) - y_true) * (sample_weight / sample_weight.sum())[
+        :, np.newaxis
+    ]
+    return loss, draw
+
+
+def logistic_log_loss(y_true, raw, sample_weight):
+    """Binary cross-entropy of independent logistic outputs (binary, multilabel).
+
+    ``-[y log p + (1-y) log(1-p)]`` with ``p = expit(raw)`` equals
+    ``logaddexp(0, raw) - y * raw``, which is finite for any ``raw``.
+    """
+    per_sample = (np.logaddexp(0, raw) - y_true * raw).sum(axis=1)
+    loss = _weighted_mean(per_sample, sample_weight)
+    draw = (expit(raw) - y_true) * (sample_weight / sample_weight.sum())[
+        :, np.newaxis
+    ]
+    return loss, draw
+
+
+LOSSES = {
+    "squared_error": squared_error,
+    "softmax_log_loss": softmax_log_loss,
+    "logistic_log_loss": logistic_log_loss,
+}

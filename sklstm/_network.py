@@ -1,0 +1,328 @@
+"""The network: stacked (bidirectional) LSTM layers and a dense head.
+
+Notation
+--------
+``T`` timesteps, ``B`` sequences of a minibatch, ``I`` input features of a
+layer, ``H`` its hidden units, ``D`` the width of the layer's output (``H``,
+or ``2H`` when bidirectional). Arrays are time-major, ``(T, B, ...)``.
+
+Each layer-direction follows PyTorch's ``nn.LSTM``, gate order ``i, f, g, o``::
+
+    gates_t = x_t @ W_ih.T + b_ih + h_{t-1} @ W_hh.T + b_hh      (B, 4H)
+    i = sigmoid(gates_t[:, 0H:1H])      input gate
+    f = sigmoid(gates_t[:, 1H:2H])      forget gate
+    g = tanh   (gates_t[:, 2H:3H])      cell candidate
+    o = sigmoid(gates_t[:, 3H:4H])      output gate
+    c_t = f * c_{t-1} + i * g
+    h_t = o * tanh(c_t)
+
+The input of layer ``l > 0`` is the output of layer ``l - 1`` (both
+directions concatenated, forward first), after dropout when training. The
+head reads the last valid hidden state of each sequence: ``h`` at
+``t = length - 1`` of the forward direction, concatenated with ``h`` at
+``t = 0`` of the reverse direction (PyTorch's ``h_n``)::
+
+    raw = h_last @ W_out.T + b_out                               (B, n_outputs)
+
+Parameters
+----------
+All parameters live in one flat buffer, in this order: for each layer, for
+each direction (forward, then reverse), ``W_ih (4H, I)``, ``W_hh (4H, H)``,
+``b_ih (4H,)``, ``b_hh (4H,)``; then the head ``W_out (n_outputs, D)`` and
+``b_out (n_outputs,)``. Gradients use the same layout, so the optimizer,
+gradient clipping, L2 and finite differences each touch one array.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._losses import LOSSES
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """Where one named parameter array lives in the flat buffer."""
+
+    name: str  # PyTorch state-dict key
+    start: int
+    shape: tuple
+    is_weight: bool  # weights get L2 regularisation, biases do not
+
+    @property
+    def stop(self):
+        return self.start + int(np.prod(self.shape))
+
+
+class LSTMNetwork:
+    """Layout, initialisation, forward and backward of the whole model.
+
+    Parameters
+    ----------
+    n_features : int
+        Input features per timestep.
+    hidden_layer_sizes : tuple of int
+        Hidden units of each stacked LSTM layer.
+    n_outputs : int
+        Width of the head.
+    bidirectional : bool
+        Run each layer in both directions and concatenate.
+    loss : {"squared_error", "softmax_log_loss", "logistic_log_loss"}
+    """
+
+    def __init__(self, n_features, hidden_layer_sizes, n_outputs,
+                 bidirectional=False, loss="squared_error"):
+        self.n_features = n_features
+        self.hidden_layer_sizes = tuple(hidden_layer_sizes)
+        self.n_outputs = n_outputs
+        self.n_directions = 2 if bidirectional else 1
+        self.loss = loss
+        self._layer_slots = []  # [layer][direction] -> dict name -> _Slot
+        offset = 0
+
+        def add(name, shape, is_weight):
+            nonlocal offset
+            slot = _Slot(name, offset, tuple(shape), is_weight)
+            offset = slot.stop
+            return slot
+
+        n_inputs = n_features
+        for layer, n_units in enumerate(self.hidden_layer_sizes):
+            directions = []
+            for direction in range(self.n_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                directions.append({
+                    "W_ih": add("weight_ih" + suffix, (4 * n_units, n_inputs), True),
+                    "W_hh": add("weight_hh" + suffix, (4 * n_units, n_units), True),
+                    "b_ih": add("bias_ih" + suffix, (4 * n_units,), False),
+                    "b_hh": add("bias_hh" + suffix, (4 * n_units,), False),
+                })
+            self._layer_slots.append(directions)
+            n_inputs = self.n_directions * n_units
+        self._head_slots = {
+            "W_out": add("head.weight", (n_outputs, n_inputs), True),
+            "b_out": add("head.bias", (n_outputs,), False),
+        }
+        self.n_params = offset
+
+    # ------------------------------------------------------------------ layout
+    def _all_slots(self):
+        for directions in self._layer_slots:
+            for slots in directions:
+                yield from slots.values()
+        yield from self._head_slots.values()
+
+    @staticmethod
+    def _view(flat, slot):
+        return flat[slot.start:slot.stop].reshape(slot.shape)
+
+    def layer_views(self, flat, layer, direction):
+        """``{"W_ih", "W_hh", "b_ih", "b_hh"}`` views into ``flat``."""
+        slots = self._layer_slots[layer][direction]
+        return {key: self._view(flat, slot) for key, slot in slots.items()}
+
+    def head_views(self, flat):
+        """``{"W_out", "b_out"}`` views into ``flat``."""
+        return {key: self._view(flat, slot) for key, slot in self._head_slots.items()}
+
+    def weight_mask(self):
+        """Boolean mask of the flat buffer: True on weights, False on biases."""
+        mask = np.zeros(self.n_params, dtype=bool)
+        for slot in self._all_slots():
+            mask[slot.start:slot.stop] = slot.is_weight
+        return mask
+
+    def to_state_dict(self, flat):
+        """Copies of the parameters keyed like PyTorch's ``state_dict``."""
+        return {slot.name: self._view(flat, slot).copy() for slot in self._all_slots()}
+
+    def from_state_dict(self, state_dict, dtype):
+        """Flat buffer from arrays keyed like PyTorch's ``state_dict``."""
+        flat = np.empty(self.n_params, dtype=dtype)
+        for slot in self._all_slots():
+            value = np.asarray(state_dict[slot.name], dtype=dtype)
+            if value.shape != slot.shape:
+                raise ValueError(
+                    f"{slot.name} has shape {value.shape}; expected {slot.shape}."
+                )
+            self._view(flat, slot)[...] = value
+        return flat
+
+    # ---------------------------------------------------------- initialisation
+    def init_params(self, random_state, dtype, out_activation="identity"):
+        """Draw initial parameters.
+
+        LSTM weights and biases follow PyTorch: uniform in ``±1/sqrt(H)``.
+        The forget-gate block of ``b_ih`` is then raised by 1, as Keras'
+        ``unit_forget_bias`` does, so that at initialisation the cell keeps
+        most of its state and gradients reach far back in time (Gers et al.,
+        2000; Jozefowicz et al., 2015). The head uses Glorot's uniform
+        initialisation, as scikit-learn's MLP does for its layers.
+
+        Values are drawn in float64 and then cast, so float32 and float64
+        models with the same ``random_state`` start from the same point.
+        """
+        flat = np.empty(self.n_params, dtype=np.float64)
+        for layer, n_units in enumerate(self.hidden_layer_sizes):
+            bound = 1.0 / np.sqrt(n_units)
+            for direction in range(self.n_directions):
+                for slot in self._layer_slots[layer][direction].values():
+                    flat[slot.start:slot.stop] = random_state.uniform(
+                        -bound, bound, slot.stop - slot.start
+                    )
+                b_ih = self.layer_views(flat, layer, direction)["b_ih"]
+                b_ih[n_units:2 * n_units] += 1.0
+        fan_out, fan_in = self._head_slots["W_out"].shape
+        factor = 2.0 if out_activation == "logistic" else 6.0
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        for slot in self._head_slots.values():
+            flat[slot.start:slot.stop] = random_state.uniform(
+                -bound, bound, slot.stop - slot.start
+            )
+        return flat.astype(dtype)
+
+    # ------------------------------------------------------------- forward
+    def forward(self, backend, flat, X, lengths, *, training=False, dropout=0.0,
+                random_state=None):
+        """Raw head output for a time-major minibatch.
+
+        Parameters
+        ----------
+        backend : LSTMBackend
+        flat : ndarray of shape (n_params,)
+        X : ndarray of shape (T, B, n_features)
+            Time-major, lengths sorted in descending order.
+        lengths : ndarray of shape (B,), dtype intp
+        training : bool
+            Keep what :meth:`backward` needs and apply dropout.
+        dropout : float
+            Probability of zeroing each output of a layer but the last.
+        random_state : RandomState
+            Draws the dropout masks.
+
+        Returns
+        -------
+        raw : ndarray of shape (B, n_outputs)
+        cache : list or None
+            For :meth:`backward` when training.
+        """
+        layer_input = X
+        layer_caches = []
+        n_layers = len(self.hidden_layer_sizes)
+        for layer in range(n_layers):
+            outputs, last_states, direction_caches = [], [], []
+            for direction in range(self.n_directions):
+                views = self.layer_views(flat, layer, direction)
+                hidden, h_n, _, cache = backend.forward(
+                    layer_input, lengths, views["W_ih"], views["W_hh"],
+                    views["b_ih"] + views["b_hh"], reverse=bool(direction),
+                    training=training,
+                    # Only the head reads the last layer, and only its h_n.
+                    return_sequences=training or layer < n_layers - 1,
+                )
+                outputs.append(hidden)
+                last_states.append(h_n)
+                direction_caches.append(cache)
+            mask = None
+            if layer < n_layers - 1:
+                layer_output = np.concatenate(outputs, axis=2) \
+                    if self.n_directions == 2 else outputs[0]
+                if training and dropout > 0:
+                    keep = random_state.random_sample(layer_output.shape) >= dropout
+                    mask = keep.astype(layer_output.dtype) / (1.0 - dropout)
+                    layer_output = layer_output * mask
+                layer_input = layer_output
+            layer_caches.append((direction_caches, mask))
+
+        h_last = np.concatenate(last_states, axis=1) \
+            if self.n_directions == 2 else last_states[0]
+        head = self.head_views(flat)
+        raw = h_last @ head["W_out"].T + head["b_out"]
+        cache = (layer_caches, h_last, lengths, X.shape[0]) if training else None
+        return raw, cache
+
+    # ------------------------------------------------------------ backward
+    def backward(self, backend, flat, draw, cache, *, return_input_grad=False):
+        """Gradient of the loss with respect to every parameter.
+
+        Parameters
+        ----------
+        draw : ndarray of shape (B, n_outputs)
+            Gradient of the loss with respect to the raw head output.
+        cache : what :meth:`forward` returned with ``training=True``.
+        return_input_grad : bool
+            Also return the gradient with respect to ``X`` (tests use it).
+
+        Returns
+        -------
+        grad : ndarray of shape (n_params,)
+        dX : ndarray of shape (T, B, n_features), only if ``return_input_grad``
+        """
+        layer_caches, h_last, lengths, n_steps = cache
+        grad = np.zeros_like(flat)
+        head, dhead = self.head_views(flat), self.head_views(grad)
+        dhead["W_out"][...] = draw.T @ h_last
+        dhead["b_out"][...] = draw.sum(axis=0)
+        dh_last = draw @ head["W_out"]  # (B, D)
+
+        n_layers = len(self.hidden_layer_sizes)
+        batch = np.arange(len(lengths))
+        dlayer_output = None  # gradient w.r.t. the output of the layer above
+        for layer in reversed(range(n_layers)):
+            direction_caches, _ = layer_caches[layer]
+            n_units = self.hidden_layer_sizes[layer]
+            dinput = None
+            for direction in range(self.n_directions):
+                columns = slice(direction * n_units, (direction + 1) * n_units)
+                if layer == n_layers - 1:
+                    dhidden = np.zeros((n_steps, len(lengths), n_units), dtype=flat.dtype)
+                    # The head read h at t = length-1 (forward) or t = 0 (reverse).
+                    times = 0 if direction else lengths - 1
+                    dhidden[times, batch] = dh_last[:, columns]
+                else:
+                    dhidden = np.ascontiguousarray(dlayer_output[:, :, columns])
+                dX, dW_ih, dW_hh, dbias = backend.backward(
+                    dhidden, direction_caches[direction]
+                )
+                dviews = self.layer_views(grad, layer, direction)
+                dviews["W_ih"][...] = dW_ih
+                dviews["W_hh"][...] = dW_hh
+                dviews["b_ih"][...] = dbias
+                dviews["b_hh"][...] = dbias
+                dinput = dX if dinput is None else dinput + dX
+            if layer > 0:
+                mask = layer_caches[layer - 1][1]
+                dlayer_output = dinput if mask is None else dinput * mask
+        if return_input_grad:
+            return grad, dinput
+        return grad
+
+    # ---------------------------------------------------------------- loss
+    def loss_and_grad(self, backend, flat, X, lengths, Y, sample_weight, *,
+                      alpha=0.0, dropout=0.0, random_state=None,
+                      weight_mask=None):
+        """Loss of a time-major minibatch and its gradient.
+
+        The L2 penalty is ``0.5 * alpha * ||weights||^2 / B``, as in
+        scikit-learn's MLP (biases are not penalised).
+
+        Returns
+        -------
+        loss : float
+        grad : ndarray of shape (n_params,)
+        """
+        raw, cache = self.forward(
+            backend, flat, X, lengths, training=True, dropout=dropout,
+            random_state=random_state,
+        )
+        loss, draw = LOSSES[self.loss](Y, raw, sample_weight)
+        grad = self.backward(backend, flat, draw.astype(flat.dtype, copy=False), cache)
+        if alpha > 0:
+            if weight_mask is None:
+                weight_mask = self.weight_mask()
+            weights = np.where(weight_mask, flat, 0)
+            n_samples = X.shape[1]
+            loss += 0.5 * alpha * float(np.dot(weights, weights)) / n_samples
+            grad += (alpha / n_samples) * weights
+        return loss, grad
+

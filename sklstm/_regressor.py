@@ -1,0 +1,202 @@
+"""LSTMRegressor: squared error on an identity output."""
+
+import numpy as np
+from sklearn.base import RegressorMixin
+from sklearn.utils.validation import check_array
+
+from ._base import BaseLSTM
+from ._compat import _fit_context
+
+
+class LSTMRegressor(RegressorMixin, BaseLSTM):
+    """Long short-term memory network for regression on sequences.
+
+    Stacked LSTM layers read each sequence; a linear head maps the last
+    valid hidden state to the targets. Trained with minibatch Adam or SGD on
+    the squared error. The forward pass and backpropagation through time run
+    in Cython kernels on BLAS.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or tuple of int, default=(32,)
+        Hidden units of each stacked LSTM layer.
+    bidirectional : bool, default=False
+        Run every layer forward and backward in time and concatenate.
+    dropout : float, default=0.0
+        Probability of zeroing an output of each layer but the last, during
+        training.
+    solver : {'adam', 'sgd'}, default='adam'
+        Optimizer of the weights.
+    alpha : float, default=0.0001
+        L2 penalty on the weights (not the biases), as in scikit-learn's MLP.
+    batch_size : int or 'auto', default='auto'
+        Sequences per minibatch; ``'auto'`` is ``min(200, n_samples)``.
+    learning_rate_init : float, default=0.001
+        Step size.
+    max_iter : int, default=200
+        Maximum number of epochs.
+    shuffle : bool, default=True
+        Shuffle the sequences before each epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, shuffling and dropout; an int makes ``fit``
+        repeatable bit for bit.
+    tol : float, default=1e-4
+        Training stops when the loss has not improved by at least ``tol`` for
+        ``n_iter_no_change`` consecutive epochs.
+    verbose : bool, default=False
+        Print one line per epoch.
+    momentum : float, default=0.9
+        Momentum of 'sgd'.
+    nesterovs_momentum : bool, default=True
+        Use Nesterov's momentum with 'sgd'.
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's moment decay rates and numerical stabiliser.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping.
+    clip_norm : float or None, default=None
+        Rescale each minibatch gradient to at most this global L2 norm.
+
+    Attributes
+    ----------
+    loss_ : float
+        Training loss of the last epoch (half the squared error, summed over
+        outputs and averaged over samples, plus the L2 term).
+    best_loss_ : float
+        Lowest epoch loss.
+    loss_curve_ : list of float
+        Loss of each epoch.
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Training samples seen.
+    n_outputs_ : int
+        Number of targets.
+    out_activation_ : str
+        'identity'.
+    n_features_in_ : int
+        Features per timestep for 3-D or list input; for 2-D (univariate)
+        input, the number of columns, i.e. timesteps.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when ``X`` is a DataFrame.
+
+    See Also
+    --------
+    LSTMClassifier : The same network for classification.
+    sklearn.neural_network.MLPRegressor : Feed-forward counterpart.
+
+    Notes
+    -----
+    The compute dtype follows ``X``: float32 input trains in float32 (the
+    fastest), anything else in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklstm import LSTMRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randn(64, 10, 2)
+    >>> y = X[:, :, 0].sum(axis=1)
+    >>> model = LSTMRegressor(hidden_layer_sizes=(8,), max_iter=5,
+    ...                       random_state=0).fit(X, y)  # doctest: +SKIP
+    >>> model.predict(X[:3]).shape  # doctest: +SKIP
+    (3,)
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(32,),
+        *,
+        bidirectional=False,
+        dropout=0.0,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        clip_norm=None,
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate_init=learning_rate_init,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            clip_norm=clip_norm,
+        )
+
+    def _encode_targets(self, y, dtype, reset):
+        y = check_array(y, ensure_2d=False, dtype=dtype, input_name="y")
+        if y.ndim not in (1, 2):
+            raise ValueError(
+                f"y has {y.ndim} dimensions; expected shape (n_samples,) or "
+                "(n_samples, n_outputs)."
+            )
+        if reset:
+            self._y_is_1d = y.ndim == 1
+        Y = y.reshape(len(y), -1)
+        return Y, "squared_error", "identity"
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Train the network on sequences ``X`` and targets ``y``.
+
+        Parameters
+        ----------
+        X : {array-like} of shape (n_samples, n_timesteps, n_features) or \
+(n_samples, n_timesteps), or list of array-like of shape (n_timesteps_i, \
+n_features)
+            Sequences. 2-D input is univariate sequences. Trailing all-NaN
+            timesteps of a 3-D array are padding.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sequence in the loss.
+
+        Returns
+        -------
+        self : LSTMRegressor
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight)
+
+    def predict(self, X):
+        """Predict the targets of sequences ``X``.
+
+        Parameters
+        ----------
+        X : {array-like} of shape (n_samples, n_timesteps, n_features) or \
+(n_samples, n_timesteps), or list of array-like
+            Sequences, in any form ``fit`` accepts.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions.
+        """
+        raw = self._raw_output(X)
+        if raw.shape[1] == 1 and self._y_is_1d:
+            return raw.ravel()
+        return raw

@@ -1,0 +1,111 @@
+"""Central finite differences of the whole network's loss, in float64."""
+
+import numpy as np
+import pytest
+
+from sklstm._backends import get_backend
+from sklstm._network import LSTMNetwork
+
+LOSSES = ["squared_error", "softmax_log_loss", "logistic_log_loss"]
+
+
+def _targets(loss, n_samples, n_outputs, rng):
+    if loss == "squared_error":
+        return rng.randn(n_samples, n_outputs)
+    if loss == "softmax_log_loss":
+        return np.eye(n_outputs)[rng.randint(0, n_outputs, n_samples)]
+    return rng.randint(0, 2, (n_samples, n_outputs)).astype(float)
+
+
+def _finite_difference_grad(loss_at, params, eps=1e-6):
+    grad = np.empty_like(params)
+    for index in range(params.size):
+        step = np.zeros_like(params)
+        step[index] = eps
+        grad[index] = (loss_at(params + step) - loss_at(params - step)) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("backend_name", ["reference", "cpu"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize(
+    "hidden_layer_sizes, bidirectional, lengths",
+    [
+        ((3,), False, [4, 4, 4]),
+        ((3,), False, [5, 3, 3, 1]),
+        ((3, 2), False, [5, 4, 2]),
+        ((3,), True, [5, 3, 1]),
+        ((2, 3), True, [4, 4, 2, 1]),
+    ],
+)
+def test_network_gradient_matches_finite_differences(
+    backend_name, loss, hidden_layer_sizes, bidirectional, lengths, rng
+):
+    backend = get_backend(backend_name)
+    lengths = np.array(lengths, dtype=np.intp)
+    n_outputs = 3
+    network = LSTMNetwork(2, hidden_layer_sizes, n_outputs, bidirectional, loss)
+    params = network.init_params(rng, np.float64)
+    X = rng.randn(lengths[0], len(lengths), 2)
+    for column, length in enumerate(lengths):
+        X[length:, column] = 0.0
+    Y = _targets(loss, len(lengths), n_outputs, rng)
+    sample_weight = rng.uniform(0.5, 2.0, len(lengths))
+
+    def loss_at(flat):
+        return network.loss_and_grad(
+            backend, flat, X, lengths, Y, sample_weight, alpha=0.01
+        )[0]
+
+    _, grad = network.loss_and_grad(
+        backend, params, X, lengths, Y, sample_weight, alpha=0.01
+    )
+    expected = _finite_difference_grad(loss_at, params)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend_name", ["reference", "cpu"])
+def test_gradient_with_dropout_matches_finite_differences(backend_name, rng):
+    """With the dropout mask held fixed, the gradient is exact too."""
+    backend = get_backend(backend_name)
+    network = LSTMNetwork(2, (3, 3), 1, True, "squared_error")
+    params = network.init_params(rng, np.float64)
+    lengths = np.array([4, 3, 2], dtype=np.intp)
+    X = rng.randn(4, 3, 2)
+    Y = rng.randn(3, 1)
+    weights = np.ones(3)
+
+    def loss_and_grad(flat):
+        return network.loss_and_grad(
+            backend, flat, X, lengths, Y, weights, dropout=0.4,
+            random_state=np.random.RandomState(7),
+        )
+
+    _, grad = loss_and_grad(params)
+    expected = _finite_difference_grad(lambda flat: loss_and_grad(flat)[0], params)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_input_gradient_matches_finite_differences(rng):
+    backend = get_backend("cpu")
+    network = LSTMNetwork(2, (3,), 2, True, "squared_error")
+    params = network.init_params(rng, np.float64)
+    lengths = np.array([3, 3, 1], dtype=np.intp)
+    X = rng.randn(3, 3, 2)
+    X[1:, 2] = 0.0
+    Y = rng.randn(3, 2)
+    weights = np.ones(3)
+
+    def loss_at_input(X_flat):
+        return network.loss_and_grad(
+            backend, params, X_flat.reshape(X.shape), lengths, Y, weights
+        )[0]
+
+    raw, cache = network.forward(backend, params, X, lengths, training=True)
+    from sklstm._losses import squared_error
+
+    _, draw = squared_error(Y, raw, weights)
+    _, dX = network.backward(backend, params, draw, cache, return_input_grad=True)
+    expected = _finite_difference_grad(loss_at_input, X.ravel()).reshape(X.shape)
+    np.testing.assert_allclose(dX, expected, rtol=1e-6, atol=1e-8)
+    assert np.all(dX[1:, 2] == 0.0), "padding must get no gradient"

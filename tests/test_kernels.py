@@ -1,0 +1,309 @@
+"""The Cython CPU backend against the readable NumPy reference backend."""
+
+import numpy as np
+import pytest
+from sklstm._kernels._lstm_fast import _activations_memview
+
+from sklstm._backends._cpu import CPUBackend
+from sklstm._backends._reference import ReferenceBackend
+
+TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+DTYPES = [np.float32, np.float64]
+
+# (T, n_in, H, lengths): lengths sorted in descending order, lengths[0] == T.
+CASES = {
+    "equal": (7, 3, 5, [7, 7, 7, 7]),
+    "variable": (9, 4, 6, [9, 8, 8, 5, 3, 1, 1]),
+    "batch_of_one": (6, 2, 3, [6]),
+    "one_step": (1, 3, 4, [1, 1, 1]),
+    "H1_I1": (5, 1, 1, [5, 4, 2, 1]),
+}
+
+
+# The kernels' own sigmoid/tanh, against NumPy in a wider type. Below CLAMP
+# the sigmoid is exact to a few ulp; beyond, exp(-|x|) stops at a normal
+# number, so sigmoid(x) for x < -CLAMP is tiny but not accurate in ulps.
+WIDER = {np.float32: np.float64, np.float64: np.longdouble}
+CLAMP = {np.float32: 80.0, np.float64: 700.0}
+
+
+def _activations(x):
+    sigmoid = np.empty_like(x)
+    tanh = np.empty_like(x)
+    _activations_memview(x, sigmoid, tanh)
+    return sigmoid, tanh
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_accurate_to_few_ulp(dtype):
+    tiny = np.logspace(-30, 2.8, 4000)
+    x = np.concatenate(
+        [np.linspace(-100, 100, 100_001), tiny, -tiny, [0.0, 1e30, -1e30]]
+    )
+    x = x.astype(dtype)
+    sigmoid, tanh = _activations(x)
+
+    x_wide = x.astype(WIDER[dtype])
+    with np.errstate(over="ignore"):
+        sigmoid_exact = 1 / (1 + np.exp(-x_wide))
+    tanh_exact = np.tanh(x_wide)
+
+    def ulp_error(actual, exact):
+        spacing = np.spacing(np.abs(exact.astype(dtype))).astype(exact.dtype)
+        return np.abs(actual.astype(exact.dtype) - exact) / spacing
+
+    inside = np.abs(x) <= CLAMP[dtype]
+    assert ulp_error(sigmoid, sigmoid_exact)[inside].max() <= 4
+    assert np.all(sigmoid[x > CLAMP[dtype]] == 1)
+    assert np.all(sigmoid[x < -CLAMP[dtype]] < 1e-30)
+    assert ulp_error(tanh, tanh_exact).max() <= 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations_special_values(dtype):
+    x = np.array([np.inf, -np.inf, 0.0, np.nan], dtype=dtype)
+    sigmoid, tanh = _activations(x)
+    assert sigmoid[0] == 1 and 0 <= sigmoid[1] < 1e-30 and sigmoid[2] == 0.5
+    np.testing.assert_array_equal(tanh[:3], [1.0, -1.0, 0.0])
+    assert np.isnan(sigmoid[3]) and np.isnan(tanh[3])
+
+
+def _problem(T, n_in, H, lengths, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    B = len(lengths)
+    lengths = np.asarray(lengths, dtype=np.intp)
+    X = rng.standard_normal((T, B, n_in)).astype(dtype)
+    W_ih = (0.5 * rng.standard_normal((4 * H, n_in))).astype(dtype)
+    W_hh = (0.5 * rng.standard_normal((4 * H, H))).astype(dtype)
+    bias = (0.2 * rng.standard_normal(4 * H)).astype(dtype)
+    dhidden = rng.standard_normal((T, B, H)).astype(dtype)
+    return X, lengths, W_ih, W_hh, bias, dhidden
+
+
+def _padding_mask(T, lengths):
+    """(T, B) True where row b is padding at time t."""
+    return np.arange(T)[:, None] >= np.asarray(lengths)[None, :]
+
+
+def _assert_close(actual, expected, dtype):
+    assert actual.dtype == dtype
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_backward_match_reference(case, reverse, dtype):
+    T, n_in, H, lengths = CASES[case]
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths, dtype)
+    args = (X, lengths, W_ih, W_hh, bias)
+
+    hidden, h_n, c_n, cache = CPUBackend().forward(*args, reverse=reverse)
+    ref_hidden, ref_h_n, ref_c_n, ref_cache = ReferenceBackend().forward(
+        *args, reverse=reverse
+    )
+    for actual, expected in [(hidden, ref_hidden), (h_n, ref_h_n), (c_n, ref_c_n)]:
+        _assert_close(actual, expected, dtype)
+
+    grads = CPUBackend().backward(dhidden, cache)
+    ref_grads = ReferenceBackend().backward(dhidden, ref_cache)
+    assert len(grads) == 4
+    for actual, expected in zip(grads, ref_grads):
+        _assert_close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_padding_is_zero_and_ignored(reverse, dtype):
+    T, n_in, H, lengths = CASES["variable"]
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths, dtype)
+    pad = _padding_mask(T, lengths)
+    # Whatever sits in the padding of X and dhidden must not matter.
+    X_nan = X.copy()
+    X_nan[pad] = np.nan
+    X_inf = X.copy()
+    X_inf[pad] = np.inf
+    dhidden_nan = dhidden.copy()
+    dhidden_nan[pad] = np.nan
+
+    backend = CPUBackend()
+    hidden, h_n, c_n, cache = backend.forward(X, lengths, W_ih, W_hh, bias, reverse)
+    grads = backend.backward(dhidden, cache)
+    assert not hidden[pad].any()
+    assert not grads[0][pad].any()  # dX
+
+    for X_pad in (X_nan, X_inf):
+        out = backend.forward(X_pad, lengths, W_ih, W_hh, bias, reverse)
+        for actual, expected in zip(out[:3], (hidden, h_n, c_n)):
+            np.testing.assert_allclose(actual, expected, **TOL[dtype])
+        grads_pad = backend.backward(dhidden_nan, out[3])
+        for actual, expected in zip(grads_pad, grads):
+            np.testing.assert_allclose(actual, expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", ["equal", "variable"])
+def test_inference_matches_training(case, reverse, dtype):
+    T, n_in, H, lengths = CASES[case]
+    X, lengths, W_ih, W_hh, bias, _ = _problem(T, n_in, H, lengths, dtype)
+    args = (X, lengths, W_ih, W_hh, bias, reverse)
+    backend = CPUBackend()
+
+    hidden, h_n, c_n, cache = backend.forward(*args, training=True)
+    inf_hidden, inf_h_n, inf_c_n, inf_cache = backend.forward(*args, training=False)
+    assert inf_cache is None
+    np.testing.assert_array_equal(inf_hidden, hidden)
+    np.testing.assert_array_equal(inf_h_n, h_n)
+    np.testing.assert_array_equal(inf_c_n, c_n)
+
+    # return_sequences=False: no hidden, same final states.
+    for training in (False, True):
+        none_hidden, seq_h_n, seq_c_n, seq_cache = backend.forward(
+            *args, training=training, return_sequences=False
+        )
+        assert none_hidden is None
+        assert (seq_cache is None) == (not training)
+        np.testing.assert_array_equal(seq_h_n, h_n)
+        np.testing.assert_array_equal(seq_c_n, c_n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_read_only_inputs(reverse, dtype):
+    T, n_in, H, lengths = CASES["variable"]
+    arrays = _problem(T, n_in, H, lengths, dtype)
+    for array in arrays:
+        array.flags.writeable = False
+    X, lengths, W_ih, W_hh, bias, dhidden = arrays
+    args = (X, lengths, W_ih, W_hh, bias, reverse)
+
+    out = CPUBackend().forward(*args)
+    grads = CPUBackend().backward(dhidden, out[3])
+    ref = ReferenceBackend().forward(*args)
+    ref_grads = ReferenceBackend().backward(dhidden, ref[3])
+    for actual, expected in zip(out[:3] + grads, ref[:3] + ref_grads):
+        _assert_close(actual, expected, dtype)
+
+
+def test_dtype_follows_X_and_inputs_are_converted():
+    T, n_in, H, lengths = CASES["variable"]
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths, np.float64)
+    ref = ReferenceBackend().forward(X, lengths, W_ih, W_hh, bias)
+    ref_grads = ReferenceBackend().backward(dhidden, ref[3])
+
+    # float32 X decides float32, even with float64 weights and int32 lengths.
+    out = CPUBackend().forward(
+        X.astype(np.float32), lengths.astype(np.int32), W_ih, W_hh, bias
+    )
+    assert all(a.dtype == np.float32 for a in out[:3])
+    grads = CPUBackend().backward(dhidden, out[3])
+    assert all(g.dtype == np.float32 for g in grads)
+    for actual, expected in zip(out[:3] + grads, ref[:3] + ref_grads):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+    # Non-contiguous float64 input (a transposed batch-major array).
+    X_batch_major = np.ascontiguousarray(X.transpose(1, 0, 2))
+    out = CPUBackend().forward(
+        X_batch_major.transpose(1, 0, 2), lengths, W_ih.T.copy().T, W_hh, bias
+    )
+    grads = CPUBackend().backward(np.asfortranarray(dhidden), out[3])
+    for actual, expected in zip(out[:3] + grads, ref[:3] + ref_grads):
+        np.testing.assert_allclose(actual, expected, **TOL[np.float64])
+
+
+def test_lengths_shorter_than_T():
+    # The kernels do not need lengths[0] == T: padding-only steps are skipped.
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(6, 2, 3, [4, 2, 2], np.float64)
+    for reverse in (False, True):
+        out = CPUBackend().forward(X, lengths, W_ih, W_hh, bias, reverse)
+        ref = ReferenceBackend().forward(X, lengths, W_ih, W_hh, bias, reverse)
+        grads = CPUBackend().backward(dhidden, out[3])
+        ref_grads = ReferenceBackend().backward(dhidden, ref[3])
+        for actual, expected in zip(out[:3] + grads, ref[:3] + ref_grads):
+            _assert_close(actual, expected, np.float64)
+
+
+@pytest.mark.parametrize(
+    "lengths, match",
+    [([3, 5, 2], "descending"), ([5, 6, 2], "outside"), ([5, 3, -1], "outside")],
+)
+def test_bad_lengths_raise(lengths, match):
+    X, _, W_ih, W_hh, bias, _ = _problem(5, 2, 3, [5, 5, 5], np.float64)
+    with pytest.raises(ValueError, match=match):
+        CPUBackend().forward(X, np.asarray(lengths), W_ih, W_hh, bias)
+
+
+def test_bad_weight_shape_raises():
+    X, lengths, W_ih, W_hh, bias, _ = _problem(5, 2, 3, [5, 5], np.float64)
+    with pytest.raises(ValueError, match="W_ih"):
+        CPUBackend().forward(X, lengths, W_ih[:, :1], W_hh, bias)
+    with pytest.raises(ValueError, match="bias"):
+        CPUBackend().forward(X, lengths, W_ih, W_hh, bias[:-1])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_matches_torch_packed_lstm(reverse):
+    """The outside oracle: PyTorch's nn.LSTM on a packed batch, float64."""
+    torch = pytest.importorskip("torch")
+    T, n_in, H, lengths = CASES["variable"]
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths, np.float64)
+    lstm = torch.nn.LSTM(n_in, H, bidirectional=True).double()
+    suffix = "_reverse" if reverse else ""
+    direction = int(reverse)
+    with torch.no_grad():
+        getattr(lstm, "weight_ih_l0" + suffix).copy_(torch.from_numpy(W_ih))
+        getattr(lstm, "weight_hh_l0" + suffix).copy_(torch.from_numpy(W_hh))
+        getattr(lstm, "bias_ih_l0" + suffix).copy_(torch.from_numpy(bias))
+        getattr(lstm, "bias_hh_l0" + suffix).zero_()
+    X_t = torch.from_numpy(X).requires_grad_(True)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(X_t, torch.from_numpy(lengths))
+    packed_out, (h_n_t, c_n_t) = lstm(packed)
+    out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_out, total_length=T)
+    out_t = out_t[:, :, direction * H : (direction + 1) * H]
+    (out_t * torch.from_numpy(dhidden)).sum().backward()
+
+    hidden, h_n, c_n, cache = CPUBackend().forward(
+        X, lengths, W_ih, W_hh, bias, reverse
+    )
+    dX, dW_ih, dW_hh, dbias = CPUBackend().backward(dhidden, cache)
+    tol = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hidden, out_t.detach().numpy(), **tol)
+    np.testing.assert_allclose(h_n, h_n_t[direction].detach().numpy(), **tol)
+    np.testing.assert_allclose(c_n, c_n_t[direction].detach().numpy(), **tol)
+    np.testing.assert_allclose(dX, X_t.grad.numpy(), **tol)
+    np.testing.assert_allclose(
+        dW_ih, getattr(lstm, "weight_ih_l0" + suffix).grad.numpy(), **tol
+    )
+    np.testing.assert_allclose(
+        dW_hh, getattr(lstm, "weight_hh_l0" + suffix).grad.numpy(), **tol
+    )
+    np.testing.assert_allclose(
+        dbias, getattr(lstm, "bias_ih_l0" + suffix).grad.numpy(), **tol
+    )
+
+
+def test_threads_run_concurrently_and_agree():
+    # The kernels release the GIL and keep all state in the arrays passed in,
+    # so concurrent calls from threads must give the serial results.
+    from concurrent.futures import ThreadPoolExecutor
+
+    T, n_in, H, lengths = CASES["variable"]
+    problems = [
+        _problem(T, n_in, H, lengths, np.float64, seed=seed) for seed in range(6)
+    ]
+
+    def run(problem, reverse):
+        X, lengths, W_ih, W_hh, bias, dhidden = problem
+        backend = CPUBackend()
+        hidden, h_n, c_n, cache = backend.forward(X, lengths, W_ih, W_hh, bias, reverse)
+        return (hidden, h_n, c_n) + backend.backward(dhidden, cache)
+
+    jobs = [(problem, reverse) for problem in problems for reverse in (False, True)]
+    serial = [run(*job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(lambda job: run(*job), jobs))
+    for outs_serial, outs_threaded in zip(serial, threaded):
+        for expected, actual in zip(outs_serial, outs_threaded):
+            np.testing.assert_allclose(actual, expected, **TOL[np.float64])
