@@ -20,8 +20,8 @@ from ._backends import get_backend
 from ._compat import Interval, StrOptions, _check_sample_weight
 from ._network import LSTMNetwork
 from ._optimizers import SGD, Adam, clip_by_global_norm
-from ._version import __version__
 from ._validation import check_sequences
+from ._version import __version__
 
 # Inference keeps the input projection of a whole batch, (T, B, 4H) values
 # per layer-direction: batches are sized to keep it near this many bytes.
@@ -56,12 +56,16 @@ class BaseLSTM(BaseEstimator, ABC):
     """
 
     _parameter_constraints: dict = {
-        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": [
+            "array-like", Interval(Integral, 1, None, closed="left")
+        ],
         "bidirectional": ["boolean"],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "solver": [StrOptions({"adam", "sgd"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")
+        ],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
@@ -202,45 +206,50 @@ class BaseLSTM(BaseEstimator, ABC):
         batch_size = self._batch_size(n_samples)
         loss_curve, best_loss, no_improvement = [], np.inf, 0
         converged = False
-        for epoch in range(self.max_iter):
-            start = time.perf_counter()
-            order = rng.permutation(n_samples) if self.shuffle else np.arange(n_samples)
-            epoch_loss = 0.0
-            for batch in gen_batches(n_samples, batch_size):
-                X_batch, batch_lengths, rows = time_major_batch(X, lengths, order[batch])
-                loss, grad = network.loss_and_grad(
-                    backend, params, X_batch, batch_lengths, Y[rows],
-                    sample_weight[rows], alpha=self.alpha, dropout=self.dropout,
-                    random_state=rng, weight_mask=weight_mask,
-                )
-                if not np.isfinite(loss):
+        # Divergence is detected and reported below; numpy need not warn first.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for epoch in range(self.max_iter):
+                start = time.perf_counter()
+                order = (rng.permutation(n_samples) if self.shuffle
+                         else np.arange(n_samples))
+                epoch_loss = 0.0
+                for batch in gen_batches(n_samples, batch_size):
+                    X_batch, batch_lengths, rows = time_major_batch(
+                        X, lengths, order[batch]
+                    )
+                    loss, grad = network.loss_and_grad(
+                        backend, params, X_batch, batch_lengths, Y[rows],
+                        sample_weight[rows], alpha=self.alpha, dropout=self.dropout,
+                        random_state=rng, weight_mask=weight_mask,
+                    )
+                    if not np.isfinite(loss):
+                        self._raise_diverged(epoch)
+                    clip_by_global_norm(grad, self.clip_norm)
+                    optimizer.update(params, grad)
+                    epoch_loss += loss * len(rows)
+                if not np.isfinite(params).all():
                     self._raise_diverged(epoch)
-                clip_by_global_norm(grad, self.clip_norm)
-                optimizer.update(params, grad)
-                epoch_loss += loss * len(rows)
-            if not np.isfinite(params).all():
-                self._raise_diverged(epoch)
-            epoch_loss /= n_samples
-            loss_curve.append(epoch_loss)
-            if self.verbose:
-                print(
-                    f"Iteration {epoch + 1}, loss = {epoch_loss:.8f}, "
-                    f"time = {time.perf_counter() - start:.2f}s"
-                )
-            # scikit-learn MLP's plateau rule on the training loss.
-            if epoch_loss > best_loss - self.tol:
-                no_improvement += 1
-            else:
-                no_improvement = 0
-            best_loss = min(best_loss, epoch_loss)
-            if no_improvement > self.n_iter_no_change:
-                converged = True
+                epoch_loss /= n_samples
+                loss_curve.append(epoch_loss)
                 if self.verbose:
                     print(
-                        f"Training loss did not improve more than tol={self.tol} "
-                        f"for {self.n_iter_no_change} consecutive epochs. Stopping."
+                        f"Iteration {epoch + 1}, loss = {epoch_loss:.8f}, "
+                        f"time = {time.perf_counter() - start:.2f}s"
                     )
-                break
+                # scikit-learn MLP's plateau rule on the training loss.
+                if epoch_loss > best_loss - self.tol:
+                    no_improvement += 1
+                else:
+                    no_improvement = 0
+                best_loss = min(best_loss, epoch_loss)
+                if no_improvement > self.n_iter_no_change:
+                    converged = True
+                    if self.verbose:
+                        print(
+                            f"Training loss did not improve more than tol={self.tol} "
+                            f"for {self.n_iter_no_change} consecutive epochs. Stopping."
+                        )
+                    break
 
         # Success: only now does the estimator change.
         self._network_spec = network_spec
@@ -288,8 +297,12 @@ class BaseLSTM(BaseEstimator, ABC):
         # Sequences of similar length share a batch, so little is padding.
         by_length = np.argsort(-lengths, kind="stable")
         for batch in gen_batches(n_samples, batch_size):
-            X_batch, batch_lengths, rows = time_major_batch(X, lengths, by_length[batch])
-            raw[rows], _ = network.forward(backend, self._params, X_batch, batch_lengths)
+            X_batch, batch_lengths, rows = time_major_batch(
+                X, lengths, by_length[batch]
+            )
+            raw[rows], _ = network.forward(
+                backend, self._params, X_batch, batch_lengths
+            )
         return raw
 
     # --------------------------------------------------------- weights out
@@ -314,9 +327,12 @@ class BaseLSTM(BaseEstimator, ABC):
         >>> from sklstm import LSTMRegressor
         >>> X = np.random.RandomState(0).randn(20, 5, 2)
         >>> model = LSTMRegressor(hidden_layer_sizes=(4,), max_iter=2,
-        ...                       random_state=0).fit(X, X[:, -1, 0])  # doctest: +SKIP
-        >>> sorted(model.to_torch_state_dict())  # doctest: +SKIP
-        ['bias_hh_l0', 'bias_ih_l0', 'head.bias', 'head.weight', 'weight_hh_l0', 'weight_ih_l0']
+        ...                       random_state=0).fit(X, X[:, -1, 0])
+        >>> state_dict = model.to_torch_state_dict()
+        >>> sorted(state_dict)[:4]
+        ['bias_hh_l0', 'bias_ih_l0', 'head.bias', 'head.weight']
+        >>> state_dict["weight_ih_l0"].shape  # (4 * H, n_features)
+        (16, 2)
         """
         check_is_fitted(self, "_params")
         return self._network().to_state_dict(self._params)

@@ -102,8 +102,8 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
     >>> X = rng.randn(64, 10, 2)
     >>> y = np.where(X[:, 0, 0] > 0, "up", "down")
     >>> clf = LSTMClassifier(hidden_layer_sizes=(8,), max_iter=5,
-    ...                      random_state=0).fit(X, y)  # doctest: +SKIP
-    >>> clf.predict_proba(X[:2]).shape  # doctest: +SKIP
+    ...                      random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
     (2, 2)
     """
 

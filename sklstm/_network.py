@@ -275,7 +275,8 @@ class LSTMNetwork:
             for direction in range(self.n_directions):
                 columns = slice(direction * n_units, (direction + 1) * n_units)
                 if layer == n_layers - 1:
-                    dhidden = np.zeros((n_steps, len(lengths), n_units), dtype=flat.dtype)
+                    dhidden = np.zeros((n_steps, len(lengths), n_units),
+                                       dtype=flat.dtype)
                     # The head read h at t = length-1 (forward) or t = 0 (reverse).
                     times = 0 if direction else lengths - 1
                     dhidden[times, batch] = dh_last[:, columns]

@@ -1,6 +1,5 @@
 """LSTMRegressor: squared error on an identity output."""
 
-import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.utils.validation import check_array
 
@@ -97,8 +96,8 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
     >>> X = rng.randn(64, 10, 2)
     >>> y = X[:, :, 0].sum(axis=1)
     >>> model = LSTMRegressor(hidden_layer_sizes=(8,), max_iter=5,
-    ...                       random_state=0).fit(X, y)  # doctest: +SKIP
-    >>> model.predict(X[:3]).shape  # doctest: +SKIP
+    ...                       random_state=0).fit(X, y)
+    >>> model.predict(X[:3]).shape
     (3,)
     """
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from sklstm._kernels._lstm_fast import _activations_memview
 
 from sklstm._backends._cpu import CPUBackend
 from sklstm._backends._reference import ReferenceBackend
+from sklstm._kernels import _lstm_fast
 
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 DTYPES = [np.float32, np.float64]
@@ -20,9 +20,9 @@ CASES = {
 }
 
 
-# The kernels' own sigmoid/tanh, against NumPy in a wider type. Below CLAMP
-# the sigmoid is exact to a few ulp; beyond, exp(-|x|) stops at a normal
-# number, so sigmoid(x) for x < -CLAMP is tiny but not accurate in ulps.
+# The kernels' own sigmoid/tanh, against NumPy in a wider type. For |x| up to
+# CLAMP the sigmoid is exact to a few ulp; below -CLAMP it stays at
+# sigmoid(-CLAMP), tiny but not accurate in ulps (exp(-x) stops at exp(CLAMP)).
 WIDER = {np.float32: np.float64, np.float64: np.longdouble}
 CLAMP = {np.float32: 80.0, np.float64: 700.0}
 
@@ -30,7 +30,7 @@ CLAMP = {np.float32: 80.0, np.float64: 700.0}
 def _activations(x):
     sigmoid = np.empty_like(x)
     tanh = np.empty_like(x)
-    _activations_memview(x, sigmoid, tanh)
+    _lstm_fast._activations_memview(x, sigmoid, tanh)
     return sigmoid, tanh
 
 
@@ -111,6 +111,29 @@ def test_forward_backward_match_reference(case, reverse, dtype):
     assert len(grads) == 4
     for actual, expected in zip(grads, ref_grads):
         _assert_close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_saturated_gates_match_reference(reverse, dtype):
+    # Huge pre-activations (unscaled data) hit the clamps of the activations.
+    T, n_in, H, lengths = CASES["variable"]
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths, dtype)
+    X = X * dtype(1e4)
+    args = (X, lengths, W_ih, W_hh, bias, reverse)
+    out = CPUBackend().forward(*args)
+    ref = ReferenceBackend().forward(*args)
+    grads = CPUBackend().backward(dhidden, out[3])
+    ref_grads = ReferenceBackend().backward(dhidden, ref[3])
+    for actual, expected in zip(out[:3] + grads[:1], ref[:3] + ref_grads[:1]):
+        _assert_close(actual, expected, dtype)
+    # The weight gradients sum dgates * X with X ~ 1e4, and the saturated
+    # gates' derivatives, i * (1 - i), lose most digits to cancellation in
+    # float32 in both backends: compare relative to the largest entry.
+    atol = 1e-3 if dtype == np.float32 else 1e-12
+    for actual, expected in zip(grads[1:], ref_grads[1:]):
+        scale = max(np.abs(expected).max(), 1.0)
+        np.testing.assert_allclose(actual / scale, expected / scale, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

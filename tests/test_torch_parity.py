@@ -35,8 +35,9 @@ from sklstm._network import LSTMNetwork  # noqa: E402
 
 def _cpu_backend_available():
     try:
-        import sklstm._backends._cpu  # noqa: F401
         import sklstm._kernels._lstm_fast  # noqa: F401
+
+        import sklstm._backends._cpu  # noqa: F401
     except ImportError:
         return False
     return True
