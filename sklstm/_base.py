@@ -5,6 +5,7 @@ prediction live here; the subclasses only turn targets into the network's
 outputs and back.
 """
 
+import sys
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -13,6 +14,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils.validation import check_is_fitted
 
@@ -66,14 +68,19 @@ class BaseLSTM(BaseEstimator, ABC):
         "batch_size": [
             StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")
         ],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
         "random_state": ["random_state"],
         "tol": [Interval(Real, 0, None, closed="left")],
         "verbose": ["verbose"],
+        "warm_start": ["boolean"],
         "momentum": [Interval(Real, 0, 1, closed="both")],
         "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "beta_1": [Interval(Real, 0, 1, closed="left")],
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
@@ -91,14 +98,19 @@ class BaseLSTM(BaseEstimator, ABC):
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=0.001,
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
         tol=1e-4,
         verbose=False,
+        warm_start=False,
         momentum=0.9,
         nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-8,
@@ -111,14 +123,19 @@ class BaseLSTM(BaseEstimator, ABC):
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
         self.tol = tol
         self.verbose = verbose
+        self.warm_start = warm_start
         self.momentum = momentum
         self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
@@ -127,12 +144,22 @@ class BaseLSTM(BaseEstimator, ABC):
 
     # ----------------------------------------------------------- subclass API
     @abstractmethod
-    def _encode_targets(self, y, dtype, reset):
-        """Validate ``y``; return ``(Y, loss, out_activation)``.
+    def _encode_targets(self, y, dtype, reset, classes=None):
+        """Validate ``y``; return ``(Y, loss, out_activation, target_weight)``.
 
-        ``Y`` has shape (n_samples, n_outputs) and the compute dtype. With
-        ``reset`` the subclass records what it needs to decode predictions.
+        ``Y`` has shape (n_samples, n_outputs) and the compute dtype;
+        ``target_weight`` is a per-sample weight derived from ``y`` (class
+        weights) or None. With ``reset`` the subclass records what it needs to
+        decode predictions; without, it checks ``y`` against that.
         """
+
+    @abstractmethod
+    def _score_raw(self, raw, Y):
+        """The estimator's ``score`` from raw outputs and encoded targets."""
+
+    def _stratify(self, Y):
+        """Labels to stratify the validation split by, or None."""
+        return None
 
     # -------------------------------------------------------------- helpers
     def _layer_sizes(self):
@@ -168,17 +195,60 @@ class BaseLSTM(BaseEstimator, ABC):
         return min(self.batch_size, n_samples)
 
     # ------------------------------------------------------------------ fit
-    def _fit(self, X, y, sample_weight=None):
-        """Train from scratch; the estimator changes only if training succeeds."""
+    def _fit(self, X, y, sample_weight=None, *, incremental=False, classes=None):
+        """Train; if anything fails, the estimator is left exactly as it was.
+
+        Parameters
+        ----------
+        incremental : bool
+            One epoch over ``X`` continuing the current model (``partial_fit``).
+        classes : array-like or None
+            All classes, for the first ``partial_fit`` of a classifier.
+        """
+        previous_state = self.__dict__.copy()
+        try:
+            # Divergence is detected and reported; numpy need not warn first.
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._fit_epochs(X, y, sample_weight, incremental, classes)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(previous_state)
+            raise
+        return self
+
+    def _check_continuable(self, network, layer_sizes, n_outputs, how):
+        """A warm start must not change the shape of the model."""
+        if (layer_sizes, bool(self.bidirectional)) != (
+            network.hidden_layer_sizes, network.n_directions == 2
+        ):
+            raise ValueError(
+                f"{how} continues the fitted model, whose architecture is "
+                f"hidden_layer_sizes={network.hidden_layer_sizes}, bidirectional="
+                f"{network.n_directions == 2}; got hidden_layer_sizes="
+                f"{layer_sizes}, bidirectional={self.bidirectional}. Fit a new "
+                "model (warm_start=False) to change the architecture."
+            )
+        if n_outputs != network.n_outputs:
+            raise ValueError(
+                f"y has {n_outputs} output(s) per sample but the fitted model "
+                f"has {network.n_outputs}; {how} needs targets of the same shape."
+            )
+
+    def _fit_epochs(self, X, y, sample_weight, incremental, classes):
+        how = "partial_fit" if incremental else "fit with warm_start=True"
+        continuing = (incremental or self.warm_start) and hasattr(self, "_params")
         layer_sizes = self._layer_sizes()
-        X, lengths = check_sequences(self, X, reset=True)
+        X, lengths = check_sequences(self, X, reset=not continuing)
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target "
                 "y is None."
             )
-        dtype = X.dtype
-        Y, loss_name, out_activation = self._encode_targets(y, dtype, reset=True)
+        dtype = self._params.dtype if continuing else X.dtype
+        X = X.astype(dtype, copy=False)
+        Y, loss_name, out_activation, target_weight = self._encode_targets(
+            y, dtype, reset=not continuing, classes=classes
+        )
         if Y.shape[0] != X.shape[0]:
             raise ValueError(
                 "Found input variables with inconsistent numbers of samples: "
@@ -187,89 +257,167 @@ class BaseLSTM(BaseEstimator, ABC):
         sample_weight = _check_sample_weight(
             sample_weight, X[:, 0, 0], dtype=dtype, ensure_non_negative=True
         )
+        if target_weight is not None:
+            sample_weight = sample_weight * target_weight.astype(dtype)
         if sample_weight.sum() <= 0:
             raise ValueError("sample_weight must have a positive sum.")
 
-        network_spec = dict(
-            n_features=X.shape[2], hidden_layer_sizes=layer_sizes,
-            n_outputs=Y.shape[1], bidirectional=bool(self.bidirectional),
-            loss=loss_name,
-        )
-        network = LSTMNetwork(**network_spec)
-        rng = check_random_state(self.random_state)
-        params = network.init_params(rng, dtype, out_activation)
-        optimizer = self._make_optimizer(network.n_params, dtype)
+        if continuing:
+            network = self._network()
+            self._check_continuable(network, layer_sizes, Y.shape[1], how)
+            params = self._params.copy()
+            rng = np.random.RandomState()
+            rng.set_state(self._rng_state)
+            optimizer = self._make_optimizer(network.n_params, dtype)
+            optimizer.load_state(self._optimizer_state)
+            optimizer.learning_rate = self._effective_learning_rate
+            history = dict(
+                loss_curve=list(self.loss_curve_),
+                best_loss=_or(self.best_loss_, np.inf),
+                validation_scores=list(self.validation_scores_ or []),
+                best_validation_score=_or(self.best_validation_score_, -np.inf),
+                no_improvement=self._no_improvement_count, t=self.t_,
+            )
+        else:
+            network_spec = dict(
+                n_features=X.shape[2], hidden_layer_sizes=layer_sizes,
+                n_outputs=Y.shape[1], bidirectional=bool(self.bidirectional),
+                loss=loss_name,
+            )
+            network = LSTMNetwork(**network_spec)
+            rng = check_random_state(self.random_state)
+            params = network.init_params(rng, dtype, out_activation)
+            optimizer = self._make_optimizer(network.n_params, dtype)
+            history = dict(loss_curve=[], best_loss=np.inf, validation_scores=[],
+                           best_validation_score=-np.inf, no_improvement=0, t=0)
+
+        # MLP's rule: partial_fit sees every sample; it never holds some out.
+        early_stopping = self.early_stopping and not incremental
+        train = np.arange(X.shape[0])
+        validation = None
+        if early_stopping:
+            train, validation = train_test_split(
+                train, random_state=rng, test_size=self.validation_fraction,
+                stratify=self._stratify(Y),
+            )
+            if len(validation) < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase "
+                    "'validation_fraction' or the size of your dataset."
+                )
+        best_params = params.copy()
+
         backend = get_backend("cpu")
         weight_mask = network.weight_mask()
-
-        n_samples = X.shape[0]
-        batch_size = self._batch_size(n_samples)
-        loss_curve, best_loss, no_improvement = [], np.inf, 0
+        batch_size = self._batch_size(len(train))
         converged = False
-        # Divergence is detected and reported below; numpy need not warn first.
-        with np.errstate(over="ignore", invalid="ignore"):
-            for epoch in range(self.max_iter):
-                start = time.perf_counter()
-                order = (rng.permutation(n_samples) if self.shuffle
-                         else np.arange(n_samples))
-                epoch_loss = 0.0
-                for batch in gen_batches(n_samples, batch_size):
-                    X_batch, batch_lengths, rows = time_major_batch(
-                        X, lengths, order[batch]
-                    )
-                    loss, grad = network.loss_and_grad(
-                        backend, params, X_batch, batch_lengths, Y[rows],
-                        sample_weight[rows], alpha=self.alpha, dropout=self.dropout,
-                        random_state=rng, weight_mask=weight_mask,
-                    )
-                    if not np.isfinite(loss):
-                        self._raise_diverged(epoch)
-                    clip_by_global_norm(grad, self.clip_norm)
-                    optimizer.update(params, grad)
-                    epoch_loss += loss * len(rows)
-                if not np.isfinite(params).all():
-                    self._raise_diverged(epoch)
-                epoch_loss /= n_samples
-                loss_curve.append(epoch_loss)
-                if self.verbose:
-                    print(
-                        f"Iteration {epoch + 1}, loss = {epoch_loss:.8f}, "
-                        f"time = {time.perf_counter() - start:.2f}s"
-                    )
-                # scikit-learn MLP's plateau rule on the training loss.
-                if epoch_loss > best_loss - self.tol:
-                    no_improvement += 1
+        for _ in range(1 if incremental else self.max_iter):
+            start = time.perf_counter()
+            epoch_loss = self._train_one_epoch(
+                network, backend, params, optimizer, X, lengths, Y, sample_weight,
+                train, batch_size, rng, weight_mask, epoch=len(history["loss_curve"]),
+            )
+            history["t"] += len(train)
+            history["loss_curve"].append(epoch_loss)
+            message = f"Iteration {len(history['loss_curve'])}, loss = {epoch_loss:.8f}"
+            if early_stopping:
+                raw = _raw_output_of(network, backend, params, X[validation],
+                                     lengths[validation])
+                score = self._score_raw(raw, Y[validation])
+                history["validation_scores"].append(score)
+                message += f", validation score = {score:.6f}"
+                improved = score >= history["best_validation_score"] + self.tol
+                if score > history["best_validation_score"]:
+                    history["best_validation_score"] = score
+                    best_params = params.copy()
+            else:
+                improved = epoch_loss <= history["best_loss"] - self.tol
+                history["best_loss"] = min(history["best_loss"], epoch_loss)
+            history["no_improvement"] = 0 if improved else history["no_improvement"] + 1
+            if self.verbose:
+                print(f"{message}, time = {time.perf_counter() - start:.2f}s")
+
+            if self.solver == "sgd" and self.learning_rate == "invscaling":
+                optimizer.learning_rate = (
+                    self.learning_rate_init / (history["t"] + 1) ** self.power_t
+                )
+            if history["no_improvement"] > self.n_iter_no_change:
+                what = "Validation score" if early_stopping else "Training loss"
+                reason = (f"{what} did not improve more than tol={self.tol} for "
+                          f"{self.n_iter_no_change} consecutive epochs.")
+                adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+                if adaptive and optimizer.learning_rate > 1e-6:
+                    optimizer.learning_rate /= 5.0
+                    history["no_improvement"] = 0
+                    if self.verbose:
+                        print(f"{reason} Setting learning rate to "
+                              f"{optimizer.learning_rate:f}")
                 else:
-                    no_improvement = 0
-                best_loss = min(best_loss, epoch_loss)
-                if no_improvement > self.n_iter_no_change:
                     converged = True
                     if self.verbose:
-                        print(
-                            f"Training loss did not improve more than tol={self.tol} "
-                            f"for {self.n_iter_no_change} consecutive epochs. Stopping."
-                        )
+                        print(f"{reason} Stopping.")
                     break
 
+        if early_stopping:
+            params = best_params
         # Success: only now does the estimator change.
-        self._network_spec = network_spec
+        if not continuing:
+            self._network_spec = network_spec
+            self.out_activation_ = out_activation
+            self.n_outputs_ = Y.shape[1]
+            self.n_params_ = network.n_params
         self._params = params
-        self._optimizer_state = optimizer.state()
+        self._optimizer_state = {
+            key: value.copy() if isinstance(value, np.ndarray) else value
+            for key, value in optimizer.state().items()
+        }
+        self._effective_learning_rate = optimizer.learning_rate
+        self._rng_state = rng.get_state()
+        self._no_improvement_count = history["no_improvement"]
         self._sklstm_version = __version__
-        self.out_activation_ = out_activation
-        self.n_outputs_ = Y.shape[1]
-        self.loss_curve_ = loss_curve
-        self.loss_ = loss_curve[-1]
-        self.best_loss_ = best_loss
-        self.n_iter_ = len(loss_curve)
-        self.t_ = n_samples * self.n_iter_
-        if not converged:
+        self.loss_curve_ = history["loss_curve"]
+        self.loss_ = self.loss_curve_[-1]
+        self.n_iter_ = len(self.loss_curve_)
+        self.t_ = history["t"]
+        if early_stopping:
+            self.validation_scores_ = history["validation_scores"]
+            self.best_validation_score_ = history["best_validation_score"]
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = history["best_loss"]
+        if not converged and not incremental:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                 "reached and the optimization hasn't converged yet.",
                 ConvergenceWarning,
             )
-        return self
+
+    def _train_one_epoch(self, network, backend, params, optimizer, X, lengths, Y,
+                         sample_weight, train, batch_size, rng, weight_mask, epoch):
+        """One pass of minibatch updates over the ``train`` rows; the mean loss."""
+        order = rng.permutation(train) if self.shuffle else train
+        n_batches = -(-len(order) // batch_size)
+        show_progress = self.verbose >= 2 and n_batches >= 10
+        epoch_loss = 0.0
+        for index, batch in enumerate(gen_batches(len(order), batch_size)):
+            X_batch, batch_lengths, rows = time_major_batch(X, lengths, order[batch])
+            loss, grad = network.loss_and_grad(
+                backend, params, X_batch, batch_lengths, Y[rows],
+                sample_weight[rows], alpha=self.alpha, dropout=self.dropout,
+                random_state=rng, weight_mask=weight_mask,
+            )
+            if not np.isfinite(loss):
+                self._raise_diverged(epoch)
+            clip_by_global_norm(grad, self.clip_norm)
+            optimizer.update(params, grad)
+            epoch_loss += loss * len(rows)
+            if show_progress:
+                _progress_bar(index + 1, n_batches)
+        if not np.isfinite(params).all():
+            self._raise_diverged(epoch)
+        return epoch_loss / len(order)
 
     def _raise_diverged(self, epoch):
         raise ValueError(
@@ -284,26 +432,43 @@ class BaseLSTM(BaseEstimator, ABC):
         """Raw head output for every sequence of ``X``, in input order."""
         check_is_fitted(self, "_params")
         X, lengths = check_sequences(self, X, reset=False)
-        if X.dtype != self._params.dtype:
-            X = X.astype(self._params.dtype)
-        network = self._network()
-        backend = get_backend("cpu")
-        n_samples, n_steps = X.shape[:2]
-        widest = max(network.hidden_layer_sizes + (network.n_features,))
-        per_sequence = n_steps * 4 * widest * X.itemsize
-        batch_size = int(np.clip(_PREDICT_BUFFER_BYTES // per_sequence, 1,
-                                 _PREDICT_MAX_BATCH))
-        raw = np.empty((n_samples, network.n_outputs), dtype=X.dtype)
-        # Sequences of similar length share a batch, so little is padding.
-        by_length = np.argsort(-lengths, kind="stable")
-        for batch in gen_batches(n_samples, batch_size):
-            X_batch, batch_lengths, rows = time_major_batch(
-                X, lengths, by_length[batch]
+        return _raw_output_of(self._network(), get_backend("cpu"), self._params,
+                              X.astype(self._params.dtype, copy=False), lengths)
+
+    def score(self, X, y, sample_weight=None):
+        """R² (regressor) or accuracy (classifier) of the predictions on ``X``.
+
+        Parameters
+        ----------
+        X : {array-like} of shape (n_samples, n_timesteps, n_features) or \
+(n_samples, n_timesteps), or list of array-like
+            Sequences, in any form ``fit`` accepts.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+        """
+        return super().score(X, y, sample_weight=sample_weight)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_sklstm_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        pickled_version = state.get("_sklstm_version", "unknown")
+        if pickled_version != __version__:
+            warnings.warn(
+                f"Trying to unpickle {type(self).__name__} from sklstm version "
+                f"{pickled_version} when using version {__version__}. This might "
+                "lead to breaking code or invalid results. Use at your own risk.",
+                UserWarning,
             )
-            raw[rows], _ = network.forward(
-                backend, self._params, X_batch, batch_lengths
-            )
-        return raw
+        super().__setstate__(state)
 
     # --------------------------------------------------------- weights out
     def to_torch_state_dict(self):
@@ -342,3 +507,32 @@ class BaseLSTM(BaseEstimator, ABC):
         tags.input_tags.three_d_array = True
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _raw_output_of(network, backend, params, X, lengths):
+    """Raw head output of ``params`` for padded sequences, in input order."""
+    n_samples, n_steps = X.shape[:2]
+    widest = max(network.hidden_layer_sizes + (network.n_features,))
+    per_sequence = n_steps * 4 * widest * X.itemsize
+    batch_size = int(np.clip(_PREDICT_BUFFER_BYTES // per_sequence, 1,
+                             _PREDICT_MAX_BATCH))
+    raw = np.empty((n_samples, network.n_outputs), dtype=X.dtype)
+    # Sequences of similar length share a batch, so little is padding.
+    by_length = np.argsort(-lengths, kind="stable")
+    for batch in gen_batches(n_samples, batch_size):
+        X_batch, batch_lengths, rows = time_major_batch(X, lengths, by_length[batch])
+        raw[rows], _ = network.forward(backend, params, X_batch, batch_lengths)
+    return raw
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+def _progress_bar(done, total, width=30):
+    filled = width * done // total
+    sys.stdout.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{done}/{total} minibatches")
+    if done == total:
+        sys.stdout.write("\n")
+    sys.stdout.flush()

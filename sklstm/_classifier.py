@@ -4,10 +4,12 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import column_or_1d
 
 from ._base import BaseLSTM
-from ._compat import _fit_context
+from ._compat import StrOptions, _fit_context
 
 
 class LSTMClassifier(ClassifierMixin, BaseLSTM):
@@ -35,30 +37,52 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         L2 penalty on the weights (not the biases), as in scikit-learn's MLP.
     batch_size : int or 'auto', default='auto'
         Sequences per minibatch; ``'auto'`` is ``min(200, n_samples)``.
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Step-size schedule of ``solver='sgd'``, as in scikit-learn's MLP:
+        'invscaling' divides ``learning_rate_init`` by
+        ``(t_ + 1) ** power_t`` after each epoch; 'adaptive' divides the step
+        by 5 each time the loss (or validation score) stalls for
+        ``n_iter_no_change`` epochs, and stops below 1e-6.
     learning_rate_init : float, default=0.001
-        Step size.
+        Initial step size.
+    power_t : float, default=0.5
+        Exponent of 'invscaling'.
     max_iter : int, default=200
         Maximum number of epochs.
     shuffle : bool, default=True
         Shuffle the sequences before each epoch.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, shuffling and dropout; an int makes ``fit``
-        repeatable bit for bit.
+        Seeds initialisation, shuffling, dropout and the validation split; an
+        int makes ``fit`` repeatable bit for bit.
     tol : float, default=1e-4
-        Training stops when the loss has not improved by at least ``tol`` for
-        ``n_iter_no_change`` consecutive epochs.
-    verbose : bool, default=False
-        Print one line per epoch.
+        Training stops when the loss (or, with early stopping, the validation
+        score) has not improved by at least ``tol`` for ``n_iter_no_change``
+        consecutive epochs.
+    verbose : int, default=0
+        1 prints one line per epoch (loss, validation score, time); 2 also
+        draws a progress bar within epochs of 10 or more minibatches.
+    warm_start : bool, default=False
+        ``fit`` continues from the fitted weights and optimizer state instead
+        of starting afresh.
     momentum : float, default=0.9
         Momentum of 'sgd'.
     nesterovs_momentum : bool, default=True
         Use Nesterov's momentum with 'sgd'.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, stop when its score
+        stalls, and keep the weights of the best epoch.
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping.
     beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
         Adam's moment decay rates and numerical stabiliser.
     n_iter_no_change : int, default=10
         Epochs without improvement before stopping.
     clip_norm : float or None, default=None
         Rescale each minibatch gradient to at most this global L2 norm.
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes in the loss, ``{label: weight}``; 'balanced'
+        weighs each class by ``n_samples / (n_classes * count)``. Multiplies
+        ``sample_weight``.
 
     Attributes
     ----------
@@ -66,14 +90,20 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         Class labels (for multilabel, the label indices).
     loss_ : float
         Training log-loss of the last epoch (plus the L2 term).
-    best_loss_ : float
-        Lowest epoch loss.
+    best_loss_ : float or None
+        Lowest epoch loss (None with early stopping).
     loss_curve_ : list of float
         Loss of each epoch.
+    validation_scores_ : list of float or None
+        Score on the held-out data after each epoch (early stopping only).
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``; its weights are the fitted ones.
     n_iter_ : int
         Epochs run.
     t_ : int
         Training samples seen.
+    n_params_ : int
+        Number of trainable parameters.
     n_outputs_ : int
         Width of the output layer.
     out_activation_ : str
@@ -116,20 +146,27 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=0.001,
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
         tol=1e-4,
         verbose=False,
+        warm_start=False,
         momentum=0.9,
         nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
         clip_norm=None,
+        class_weight=None,
     ):
+        self.class_weight = class_weight
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             bidirectional=bidirectional,
@@ -137,14 +174,19 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
             solver=solver,
             alpha=alpha,
             batch_size=batch_size,
+            learning_rate=learning_rate,
             learning_rate_init=learning_rate_init,
+            power_t=power_t,
             max_iter=max_iter,
             shuffle=shuffle,
             random_state=random_state,
             tol=tol,
             verbose=verbose,
+            warm_start=warm_start,
             momentum=momentum,
             nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
             beta_1=beta_1,
             beta_2=beta_2,
             epsilon=epsilon,
@@ -152,26 +194,85 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
             clip_norm=clip_norm,
         )
 
-    def _encode_targets(self, y, dtype, reset):
+    _parameter_constraints: dict = {
+        **BaseLSTM._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def _encode_targets(self, y, dtype, reset, classes=None):
         y = np.asarray(y) if not hasattr(y, "shape") else y
+        if getattr(y, "ndim", 1) == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
         check_classification_targets(y)
+        multilabel = type_of_target(y, input_name="y") == "multilabel-indicator"
         if reset:
-            target_type = type_of_target(y, input_name="y")
-            binarizer = LabelBinarizer().fit(y)
-            if len(binarizer.classes_) < 2:
+            if multilabel:
+                self.classes_ = np.arange(y.shape[1])
+            else:
+                self.classes_ = np.unique(y if classes is None else classes)
+                if classes is not None:
+                    self._check_known_labels(y)
+            if len(self.classes_) < 2:
                 raise ValueError(
                     f"{type(self).__name__} needs samples of at least 2 classes "
                     f"in the data, but the data contains only one class: "
-                    f"{binarizer.classes_[0]!r}."
+                    f"{self.classes_[0]!r}."
                 )
-            self.classes_ = binarizer.classes_
-            self._target_type = target_type
+            if multilabel:
+                self._target_type = "multilabel-indicator"
+            else:
+                n_classes = len(self.classes_)
+                self._target_type = "binary" if n_classes == 2 else "multiclass"
+        elif multilabel != (self._target_type == "multilabel-indicator") or (
+            multilabel and y.shape[1] != len(self.classes_)
+        ):
+            raise ValueError(
+                f"y has the form {type_of_target(y)!r} but the fitted model "
+                f"predicts {self._target_type!r} targets with classes "
+                f"{self.classes_}; pass targets of the same form."
+            )
         else:
-            binarizer = LabelBinarizer().fit(self.classes_)
-        Y = binarizer.transform(y).astype(dtype)
+            self._check_known_labels(y)
+
+        if multilabel:
+            Y = np.asarray(y, dtype=dtype)
+        else:
+            Y = LabelBinarizer().fit(self.classes_).transform(y).astype(dtype)
+        target_weight = None
+        if self.class_weight is not None:
+            target_weight = compute_sample_weight(self.class_weight, y)
         if self._target_type == "multiclass":
-            return Y, "softmax_log_loss", "softmax"
-        return Y, "logistic_log_loss", "logistic"
+            return Y, "softmax_log_loss", "softmax", target_weight
+        return Y, "logistic_log_loss", "logistic", target_weight
+
+    def _check_known_labels(self, y):
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(
+                f"y contains labels {unknown.tolist()} that are not in classes_ "
+                f"{self.classes_.tolist()}. Pass every class in the first call "
+                "to partial_fit (classes=...), or fit a new model."
+            )
+
+    def _decode(self, raw):
+        """Labels from raw outputs."""
+        if self._target_type == "multiclass":
+            return self.classes_[np.argmax(raw, axis=1)]
+        if self._target_type == "binary":
+            return self.classes_[(raw[:, 0] > 0).astype(np.intp)]
+        return (raw > 0).astype(int)
+
+    def _score_raw(self, raw, Y):
+        if self._target_type == "multiclass":
+            return float(np.mean(raw.argmax(axis=1) == Y.argmax(axis=1)))
+        return float(np.mean(((raw > 0) == (Y > 0.5)).all(axis=1)))
+
+    def _stratify(self, Y):
+        if self._target_type == "multiclass":
+            return Y.argmax(axis=1)
+        if self._target_type == "binary":
+            return Y[:, 0]
+        return None
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -196,6 +297,48 @@ n_features)
             The fitted estimator.
         """
         return self._fit(X, y, sample_weight)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Update the model with one epoch over ``X`` and ``y``.
+
+        The first call initialises the model and needs ``classes``; later
+        calls continue its weights and optimizer state. Early stopping does
+        not apply. If the call fails, the model is left as it was.
+
+        Parameters
+        ----------
+        X : {array-like} of shape (n_samples, n_timesteps, n_features) or \
+(n_samples, n_timesteps), or list of array-like
+            Sequences, with the features of earlier calls.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Labels, all among ``classes`` of the first call.
+        classes : array-like of shape (n_classes,), default=None
+            Every class that will ever appear; required in the first call
+            (except for multilabel indicator targets), ignored after.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sequence in the loss.
+
+        Returns
+        -------
+        self : LSTMClassifier
+            The updated estimator.
+        """
+        if self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit: the "
+                "class frequencies of the whole stream are unknown. Pass a "
+                "dict of class weights instead."
+            )
+        first_call = not hasattr(self, "_params")
+        if first_call and classes is None and not (
+            getattr(y, "ndim", np.ndim(y)) == 2 and np.shape(y)[1] > 1
+        ):
+            raise ValueError(
+                "classes must be passed on the first call to partial_fit."
+            )
+        return self._fit(X, y, sample_weight, incremental=True,
+                         classes=classes if first_call else None)
 
     def predict_proba(self, X):
         """Class probabilities of sequences ``X``.
@@ -250,14 +393,10 @@ n_features)
         y : ndarray of shape (n_samples,) or (n_samples, n_labels)
             Predicted labels (an indicator matrix for multilabel).
         """
-        raw = self._raw_output(X)
-        if self._target_type == "multiclass":
-            return self.classes_[np.argmax(raw, axis=1)]
-        if self._target_type == "binary":
-            return self.classes_[(raw[:, 0] > 0).astype(np.intp)]
-        return (raw > 0).astype(int)
+        return self._decode(self._raw_output(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
+        tags.target_tags.multi_output = True
         return tags

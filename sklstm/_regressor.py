@@ -1,6 +1,7 @@
 """LSTMRegressor: squared error on an identity output."""
 
 from sklearn.base import RegressorMixin
+from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_array
 
 from ._base import BaseLSTM
@@ -30,24 +31,42 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         L2 penalty on the weights (not the biases), as in scikit-learn's MLP.
     batch_size : int or 'auto', default='auto'
         Sequences per minibatch; ``'auto'`` is ``min(200, n_samples)``.
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Step-size schedule of ``solver='sgd'``, as in scikit-learn's MLP:
+        'invscaling' divides ``learning_rate_init`` by
+        ``(t_ + 1) ** power_t`` after each epoch; 'adaptive' divides the step
+        by 5 each time the loss (or validation score) stalls for
+        ``n_iter_no_change`` epochs, and stops below 1e-6.
     learning_rate_init : float, default=0.001
-        Step size.
+        Initial step size.
+    power_t : float, default=0.5
+        Exponent of 'invscaling'.
     max_iter : int, default=200
         Maximum number of epochs.
     shuffle : bool, default=True
         Shuffle the sequences before each epoch.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, shuffling and dropout; an int makes ``fit``
-        repeatable bit for bit.
+        Seeds initialisation, shuffling, dropout and the validation split; an
+        int makes ``fit`` repeatable bit for bit.
     tol : float, default=1e-4
-        Training stops when the loss has not improved by at least ``tol`` for
-        ``n_iter_no_change`` consecutive epochs.
-    verbose : bool, default=False
-        Print one line per epoch.
+        Training stops when the loss (or, with early stopping, the validation
+        score) has not improved by at least ``tol`` for ``n_iter_no_change``
+        consecutive epochs.
+    verbose : int, default=0
+        1 prints one line per epoch (loss, validation score, time); 2 also
+        draws a progress bar within epochs of 10 or more minibatches.
+    warm_start : bool, default=False
+        ``fit`` continues from the fitted weights and optimizer state instead
+        of starting afresh.
     momentum : float, default=0.9
         Momentum of 'sgd'.
     nesterovs_momentum : bool, default=True
         Use Nesterov's momentum with 'sgd'.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, stop when its score
+        stalls, and keep the weights of the best epoch.
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping.
     beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
         Adam's moment decay rates and numerical stabiliser.
     n_iter_no_change : int, default=10
@@ -60,14 +79,20 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
     loss_ : float
         Training loss of the last epoch (half the squared error, summed over
         outputs and averaged over samples, plus the L2 term).
-    best_loss_ : float
-        Lowest epoch loss.
+    best_loss_ : float or None
+        Lowest epoch loss (None with early stopping).
     loss_curve_ : list of float
         Loss of each epoch.
+    validation_scores_ : list of float or None
+        Score on the held-out data after each epoch (early stopping only).
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``; its weights are the fitted ones.
     n_iter_ : int
         Epochs run.
     t_ : int
         Training samples seen.
+    n_params_ : int
+        Number of trainable parameters.
     n_outputs_ : int
         Number of targets.
     out_activation_ : str
@@ -110,14 +135,19 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=0.001,
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
         tol=1e-4,
         verbose=False,
+        warm_start=False,
         momentum=0.9,
         nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-8,
@@ -131,14 +161,19 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
             solver=solver,
             alpha=alpha,
             batch_size=batch_size,
+            learning_rate=learning_rate,
             learning_rate_init=learning_rate_init,
+            power_t=power_t,
             max_iter=max_iter,
             shuffle=shuffle,
             random_state=random_state,
             tol=tol,
             verbose=verbose,
+            warm_start=warm_start,
             momentum=momentum,
             nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
             beta_1=beta_1,
             beta_2=beta_2,
             epsilon=epsilon,
@@ -146,7 +181,7 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
             clip_norm=clip_norm,
         )
 
-    def _encode_targets(self, y, dtype, reset):
+    def _encode_targets(self, y, dtype, reset, classes=None):
         y = check_array(y, ensure_2d=False, dtype=dtype, input_name="y")
         if y.ndim not in (1, 2):
             raise ValueError(
@@ -155,8 +190,10 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
             )
         if reset:
             self._y_is_1d = y.ndim == 1
-        Y = y.reshape(len(y), -1)
-        return Y, "squared_error", "identity"
+        return y.reshape(len(y), -1), "squared_error", "identity", None
+
+    def _score_raw(self, raw, Y):
+        return r2_score(Y, raw)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -181,6 +218,31 @@ n_features)
         """
         return self._fit(X, y, sample_weight)
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with one epoch over ``X`` and ``y``.
+
+        The first call initialises the model; later calls continue its
+        weights and optimizer state. Early stopping does not apply. If the
+        call fails, the model is left as it was.
+
+        Parameters
+        ----------
+        X : {array-like} of shape (n_samples, n_timesteps, n_features) or \
+(n_samples, n_timesteps), or list of array-like
+            Sequences, with the features of earlier calls.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets, with the outputs of earlier calls.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sequence in the loss.
+
+        Returns
+        -------
+        self : LSTMRegressor
+            The updated estimator.
+        """
+        return self._fit(X, y, sample_weight, incremental=True)
+
     def predict(self, X):
         """Predict the targets of sequences ``X``.
 
@@ -199,3 +261,8 @@ n_features)
         if raw.shape[1] == 1 and self._y_is_1d:
             return raw.ravel()
         return raw
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

@@ -219,8 +219,8 @@ def check_sequences(estimator, X, *, reset):
             f"Expected a 3-D array of shape (n_samples, n_timesteps, "
             f"n_features), a 2-D array of univariate sequences (n_samples, "
             f"n_timesteps) or a list of (n_timesteps, n_features) arrays; got "
-            f"an array with {ndim} dimension(s). Reshape 1-D data with "
-            "X.reshape(-1, 1) for one sample per row of length 1, or "
+            f"an array with {ndim} dimension(s). Reshape your data either "
+            "using X.reshape(-1, 1) for one sample per row of length 1, or "
             "X.reshape(1, -1) for a single sequence."
         )
 
