@@ -1,0 +1,444 @@
+"""CPU training and inference benchmark: sklstm vs PyTorch vs Keras.
+
+For each workload and each side (sklstm through its public estimator,
+PyTorch ``nn.LSTM`` + ``nn.Linear``, Keras ``LSTM`` + ``Dense``, all trained
+with Adam on the MSE of the last hidden state's output, float32), it times
+
+- one training epoch (shuffle, minibatches, forward, BPTT, Adam step), and
+- inference over all samples,
+
+as the median of ``--repeats`` runs after one warm-up, with the same number
+of threads on every side (``torch.set_num_threads``, TensorFlow's intra/inter
+op pools, ``threadpoolctl`` for the BLAS libraries), and prints a table of
+seconds, the ratios torch/sklstm and keras/sklstm, sklstm's achieved GFLOP/s
+against this machine's float32 GEMM peak (measured in the same run through
+SciPy's BLAS), and each side's peak memory.
+
+FLOPs: forward per layer-direction ``2 T N 4H (I + H)``; training is counted
+as 3x forward (forward, gradient of the input side, gradient of the weights).
+
+Each side runs in a subprocess of its own (so imports, thread pools and peak
+memory do not mix). Peak memory is the high-water mark of the resident set
+(``VmHWM``, reset through ``/proc/self/clear_refs`` before each measured
+call) minus the resident set before the model was built: it includes the
+side's working memory but not the data set it was given.
+
+PyTorch and TensorFlow are benchmark-only dependencies; a side whose library
+is missing is skipped with the reason printed.
+
+Usage::
+
+    python benchmarks/bench_cpu.py              # full workloads
+    python benchmarks/bench_cpu.py --quick      # smaller N, under a minute
+    python benchmarks/bench_cpu.py --contention # a busy process on one core
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_cpu.py
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+# name: (N, T, F, hidden_layer_sizes, bidirectional, batch_size)
+WORKLOADS = {
+    "W1": (1000, 20, 1, (32,), False, 32),
+    "W2": (4096, 50, 8, (64,), False, 64),
+    "W3": (8192, 100, 32, (256,), False, 128),
+    "W4": (4096, 50, 8, (64, 64), True, 64),
+}
+# --quick keeps T, F, H and the batch size (so the per-batch work is the
+# same) and cuts N.
+QUICK_N = {"W1": 1000, "W2": 512, "W3": 256, "W4": 512}
+SIDES = ("sklstm", "torch", "keras")
+INFER_BATCH = 1024  # torch and keras inference batch; sklstm chooses its own
+
+
+# ---------------------------------------------------------------- utilities
+def _rss_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def _trim():
+    """Give freed heap memory back to the OS, so RSS is what is in use."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+class PeakMemory:
+    """Peak resident memory of a block, above the resident set at ``base()``."""
+
+    def base(self):
+        _trim()
+        self._base = _rss_kib("VmRSS")
+
+    def __enter__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.peak_bytes = max(0, _rss_kib("VmHWM") - self._base) * 1024
+
+
+def _median_time(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def flops(workload, n_samples):
+    """Forward FLOPs of one pass over ``n_samples`` sequences."""
+    _, T, F, sizes, bidirectional, _ = WORKLOADS[workload]
+    n_dir = 2 if bidirectional else 1
+    total, n_in = 0, F
+    for H in sizes:
+        total += n_dir * 2 * T * n_samples * 4 * H * (n_in + H)
+        n_in = n_dir * H
+    return total
+
+
+def make_data(workload, n_samples):
+    import numpy as np
+
+    _, T, F, _, _, _ = WORKLOADS[workload]
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((n_samples, T, F)).astype(np.float32)
+    y = (np.tanh(X[:, :, 0]).mean(axis=1) + 0.1 * rng.standard_normal(n_samples))
+    return X, y.astype(np.float32)
+
+
+def gemm_peak(threads, size=2048, repeats=5):
+    """float32 GEMM GFLOP/s through SciPy's BLAS with ``threads`` threads."""
+    import numpy as np
+    from scipy.linalg.blas import sgemm
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.RandomState(0)
+    a = np.asfortranarray(rng.standard_normal((size, size)).astype(np.float32))
+    b = np.asfortranarray(rng.standard_normal((size, size)).astype(np.float32))
+    with threadpool_limits(threads):
+        seconds = _median_time(lambda: sgemm(1.0, a, b), repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+# ------------------------------------------------------------------- sides
+def run_sklstm(workload, n_samples, threads, repeats, mem):
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
+
+    from sklstm import LSTMRegressor
+
+    _, T, F, sizes, bidirectional, batch = WORKLOADS[workload]
+    X, y = make_data(workload, n_samples)
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    model = LSTMRegressor(
+        hidden_layer_sizes=sizes, bidirectional=bidirectional, batch_size=batch,
+        max_iter=1, shuffle=True, alpha=0.0, random_state=0,
+    )
+    out = {}
+    with threadpool_limits(threads):
+        mem.base()
+        out["train"] = _median_time(lambda: model.fit(X, y), repeats)
+        with mem:
+            model.fit(X, y)
+        out["train_mem"] = mem.peak_bytes
+        out["infer"] = _median_time(lambda: model.predict(X), repeats)
+        mem.base()
+        with mem:
+            model.predict(X)
+        out["infer_mem"] = mem.peak_bytes
+    assert np.isfinite(model.predict(X[:10])).all()
+    return out
+
+
+def run_torch(workload, n_samples, threads, repeats, mem):
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    _, T, F, sizes, bidirectional, batch = WORKLOADS[workload]
+    X_np, y_np = make_data(workload, n_samples)
+    X, y = torch.from_numpy(X_np), torch.from_numpy(y_np)
+    torch.manual_seed(0)
+    n_dir = 2 if bidirectional else 1
+    # Stacked layers of equal size: one nn.LSTM.
+    assert len(set(sizes)) == 1
+    lstm = nn.LSTM(F, sizes[0], num_layers=len(sizes), batch_first=True,
+                   bidirectional=bidirectional)
+    head = nn.Linear(n_dir * sizes[0], 1)
+    params = list(lstm.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def last_hidden(xb):
+        _, (h_n, _) = lstm(xb)
+        return torch.cat([h_n[-2], h_n[-1]], dim=1) if bidirectional else h_n[-1]
+
+    def epoch():
+        perm = torch.randperm(n_samples)
+        for start in range(0, n_samples, batch):
+            idx = perm[start:start + batch]
+            pred = head(last_hidden(X[idx])).squeeze(1)
+            loss = torch.nn.functional.mse_loss(pred, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    def infer():
+        with torch.inference_mode():
+            return [head(last_hidden(X[s:s + INFER_BATCH]))
+                    for s in range(0, n_samples, INFER_BATCH)]
+
+    out = {}
+    mem.base()
+    out["train"] = _median_time(epoch, repeats)
+    with mem:
+        epoch()
+    out["train_mem"] = mem.peak_bytes
+    out["infer"] = _median_time(infer, repeats)
+    mem.base()
+    with mem:
+        infer()
+    out["infer_mem"] = mem.peak_bytes
+    return out
+
+
+def run_keras(workload, n_samples, threads, repeats, mem):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras
+    from keras import layers
+
+    _, T, F, sizes, bidirectional, batch = WORKLOADS[workload]
+    X, y = make_data(workload, n_samples)
+    keras.utils.set_random_seed(0)
+    stack = [keras.Input((T, F))]
+    for k, H in enumerate(sizes):
+        lstm = layers.LSTM(H, return_sequences=k < len(sizes) - 1)
+        stack.append(layers.Bidirectional(lstm) if bidirectional else lstm)
+    stack.append(layers.Dense(1))
+    model = keras.Sequential(stack)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+
+    def epoch():
+        model.fit(X, y, batch_size=batch, epochs=1, shuffle=True, verbose=0)
+
+    def infer():
+        return model.predict(X, batch_size=INFER_BATCH, verbose=0)
+
+    out = {}
+    mem.base()
+    out["train"] = _median_time(epoch, repeats)
+    with mem:
+        epoch()
+    out["train_mem"] = mem.peak_bytes
+    out["infer"] = _median_time(infer, repeats)
+    mem.base()
+    with mem:
+        infer()
+    out["infer_mem"] = mem.peak_bytes
+    return out
+
+
+def run_predict_memory(n_samples, n_steps, threads):
+    """Peak memory of sklstm's predict on (n_samples, n_steps, 1), H=32."""
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
+
+    from sklstm import LSTMRegressor
+
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    H = 32
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((n_samples, n_steps, 1)).astype(np.float32)
+    model = LSTMRegressor(hidden_layer_sizes=(H,), max_iter=1, random_state=0)
+    model.fit(X[:64], X[:64, -1, 0])
+    mem = PeakMemory()
+    with threadpool_limits(threads):
+        mem.base()
+        start = time.perf_counter()
+        with mem:
+            model.predict(X)
+        seconds = time.perf_counter() - start
+    return {"n_samples": n_samples, "n_steps": n_steps, "H": H,
+            "seconds": seconds, "peak_bytes": mem.peak_bytes,
+            "X_bytes": X.nbytes, "NTH_bytes": n_samples * n_steps * H * 4}
+
+
+RUNNERS = {"sklstm": run_sklstm, "torch": run_torch, "keras": run_keras}
+
+
+def worker(args):
+    """Subprocess entry: one side, all requested workloads; prints JSON."""
+    mem = PeakMemory()
+    if args.worker == "predict_memory":
+        result = run_predict_memory(args.memory_n, args.memory_t, args.threads)
+        print("RESULT " + json.dumps(result))
+        return
+    results = {}
+    for workload in args.workloads:
+        n = QUICK_N[workload] if args.quick else WORKLOADS[workload][0]
+        results[workload] = RUNNERS[args.worker](
+            workload, n, args.threads, args.repeats, mem)
+        results[workload]["n"] = n
+    print("RESULT " + json.dumps(results))
+
+
+# ----------------------------------------------------------------- driver
+def _spawn(argv, timeout=3600):
+    cmd = [sys.executable, os.path.abspath(__file__)] + argv
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):]), None
+    reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return None, reason
+
+
+def _available(side):
+    import importlib.util
+
+    module = {"sklstm": "sklstm", "torch": "torch", "keras": "tensorflow"}[side]
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (pip install {module})"
+    if side == "keras" and importlib.util.find_spec("keras") is None:
+        return "keras is not installed"
+    return None
+
+
+def _fmt_mb(nbytes):
+    return f"{nbytes / 2**20:7.1f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smaller N per workload: {QUICK_N}")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument("--contention", action="store_true",
+                        help="keep one core busy with another process")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the long-sequence predict memory check")
+    parser.add_argument("--memory-n", type=int, default=None)
+    parser.add_argument("--memory-t", type=int, default=1000)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.workloads = args.workloads.split(",")
+    if args.worker:
+        worker(args)
+        return
+
+    env = {k: os.environ.get(k, "(unset)")
+           for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    print(f"threads={args.threads} repeats={args.repeats} quick={args.quick} "
+          f"contention={args.contention} " + " ".join(f"{k}={v}" for k, v in env.items()))
+    busy = None
+    if args.contention:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        peak = gemm_peak(args.threads)
+        print(f"float32 GEMM peak (SciPy BLAS, 2048^3, {args.threads} threads): "
+              f"{peak:.1f} GFLOP/s")
+        common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
+                  "--workloads", ",".join(args.workloads)]
+        if args.quick:
+            common.append("--quick")
+        results, skipped = {}, {}
+        for side in args.sides.split(","):
+            reason = _available(side)
+            if reason is None:
+                results[side], reason = _spawn(["--worker", side] + common)
+            if reason is not None:
+                skipped[side] = reason
+                results[side] = None
+        memory = None
+        if not args.no_memory and "sklstm" in args.sides.split(","):
+            n_mem = args.memory_n or (2_000 if args.quick else 100_000)
+            memory, reason = _spawn(
+                ["--worker", "predict_memory", "--threads", str(args.threads),
+                 "--memory-n", str(n_mem), "--memory-t", str(args.memory_t)])
+            if reason:
+                skipped["predict_memory"] = reason
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+
+    for side, reason in skipped.items():
+        print(f"skipped {side}: {reason}")
+    _print_table(args, results, peak, memory)
+
+
+def _print_table(args, results, peak, memory):
+    sk, th, ks = (results.get(s) for s in SIDES)
+
+    def sec(res, w, key):
+        return f"{res[w][key]:8.4f}" if res else f"{'-':>8}"
+
+    def ratio(res, w, key):
+        return f"{res[w][key] / sk[w][key]:6.2f}" if res and sk else f"{'-':>6}"
+
+    for phase in ("train", "infer"):
+        print(f"\n{'epoch' if phase == 'train' else 'inference'} (seconds, median):")
+        print(f"{'':4} {'N':>5} {'sklstm':>8} {'torch':>8} {'keras':>8} "
+              f"{'t/sk':>6} {'k/sk':>6} {'GFLOP/s':>8} {'%peak':>6}   "
+              f"peak MB: {'sklstm':>7} {'torch':>7} {'keras':>7}")
+        for w in args.workloads:
+            n = next(r[w]["n"] for r in results.values() if r)
+            gflops = pct = f"{'-':>6}"
+            if sk:
+                f = flops(w, n) * (3 if phase == "train" else 1)
+                rate = f / sk[w][phase] / 1e9
+                gflops, pct = f"{rate:8.1f}", f"{100 * rate / peak:5.0f}%"
+            mems = " ".join(
+                _fmt_mb(r[w][phase + "_mem"]) if r else f"{'-':>7}"
+                for r in (sk, th, ks))
+            print(f"{w:4} {n:5d} {sec(sk, w, phase)} {sec(th, w, phase)} "
+                  f"{sec(ks, w, phase)} {ratio(th, w, phase)} "
+                  f"{ratio(ks, w, phase)} {gflops} {pct}            {mems}")
+
+    if sk:
+        print("\nsklstm training memory per sample (peak / batch) vs the "
+              "T*6H*4 bytes per layer-direction that BPTT must keep:")
+        for w in args.workloads:
+            _, T, F, sizes, bidirectional, batch = WORKLOADS[w]
+            n_dir = 2 if bidirectional else 1
+            bound = sum(n_dir * T * 6 * H * 4 for H in sizes)
+            per = sk[w]["train_mem"] / batch
+            print(f"  {w}: {per / 1024:8.1f} KiB/sample, bound {bound / 1024:8.1f} "
+                  f"KiB/sample ({per / bound:4.2f}x)")
+    if memory:
+        print(f"\nsklstm predict on ({memory['n_samples']}, {memory['n_steps']}, 1), "
+              f"H={memory['H']}: {memory['seconds']:.1f} s, peak "
+              f"{memory['peak_bytes'] / 2**20:.1f} MB above the input "
+              f"(X itself {memory['X_bytes'] / 2**20:.0f} MB; N*T*H*4 would be "
+              f"{memory['NTH_bytes'] / 2**20:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
