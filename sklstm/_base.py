@@ -12,8 +12,9 @@ from abc import ABC, abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils.validation import check_is_fitted
@@ -22,7 +23,7 @@ from ._backends import get_backend
 from ._compat import Interval, StrOptions, _check_sample_weight
 from ._network import LSTMNetwork
 from ._optimizers import SGD, Adam, clip_by_global_norm
-from ._validation import check_sequences
+from ._validation import check_sequences, flatten_sequence_targets
 from ._version import __version__
 
 # Inference keeps the input projection of a whole batch, (T, B, 4H) values
@@ -62,6 +63,7 @@ class BaseLSTM(BaseEstimator, ABC):
             "array-like", Interval(Integral, 1, None, closed="left")
         ],
         "bidirectional": ["boolean"],
+        "output": [StrOptions({"last", "sequence"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "solver": [StrOptions({"adam", "sgd"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
@@ -94,6 +96,7 @@ class BaseLSTM(BaseEstimator, ABC):
         hidden_layer_sizes=(32,),
         *,
         bidirectional=False,
+        output="last",
         dropout=0.0,
         solver="adam",
         alpha=0.0001,
@@ -119,6 +122,7 @@ class BaseLSTM(BaseEstimator, ABC):
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.bidirectional = bidirectional
+        self.output = output
         self.dropout = dropout
         self.solver = solver
         self.alpha = alpha
@@ -152,6 +156,10 @@ class BaseLSTM(BaseEstimator, ABC):
         weights) or None. With ``reset`` the subclass records what it needs to
         decode predictions; without, it checks ``y`` against that.
         """
+
+    @abstractmethod
+    def _decode(self, raw):
+        """Predictions from raw outputs (along the last axis)."""
 
     @abstractmethod
     def _score_raw(self, raw, Y):
@@ -218,14 +226,15 @@ class BaseLSTM(BaseEstimator, ABC):
 
     def _check_continuable(self, network, layer_sizes, n_outputs, how):
         """A warm start must not change the shape of the model."""
-        if (layer_sizes, bool(self.bidirectional)) != (
-            network.hidden_layer_sizes, network.n_directions == 2
+        if (layer_sizes, bool(self.bidirectional), self.output) != (
+            network.hidden_layer_sizes, network.n_directions == 2, network.output
         ):
             raise ValueError(
                 f"{how} continues the fitted model, whose architecture is "
                 f"hidden_layer_sizes={network.hidden_layer_sizes}, bidirectional="
-                f"{network.n_directions == 2}; got hidden_layer_sizes="
-                f"{layer_sizes}, bidirectional={self.bidirectional}. Fit a new "
+                f"{network.n_directions == 2}, output={network.output!r}; got "
+                f"hidden_layer_sizes={layer_sizes}, bidirectional="
+                f"{self.bidirectional}, output={self.output!r}. Fit a new "
                 "model (warm_start=False) to change the architecture."
             )
         if n_outputs != network.n_outputs:
@@ -246,10 +255,13 @@ class BaseLSTM(BaseEstimator, ABC):
             )
         dtype = self._params.dtype if continuing else X.dtype
         X = X.astype(dtype, copy=False)
+        sequence = self.output == "sequence"
+        if sequence:
+            y, valid = flatten_sequence_targets(y, lengths, X.shape[1])
         Y, loss_name, out_activation, target_weight = self._encode_targets(
             y, dtype, reset=not continuing, classes=classes
         )
-        if Y.shape[0] != X.shape[0]:
+        if not sequence and Y.shape[0] != X.shape[0]:
             raise ValueError(
                 "Found input variables with inconsistent numbers of samples: "
                 f"X has {X.shape[0]} sequences but y has {Y.shape[0]} rows."
@@ -257,14 +269,24 @@ class BaseLSTM(BaseEstimator, ABC):
         sample_weight = _check_sample_weight(
             sample_weight, X[:, 0, 0], dtype=dtype, ensure_non_negative=True
         )
-        if target_weight is not None:
+        if sequence:
+            # Targets and weights per timestep, (n_samples, n_timesteps, ...).
+            Y_valid = Y
+            Y = np.zeros(valid.shape + Y_valid.shape[1:], dtype=dtype)
+            Y[valid] = Y_valid
+            sample_weight = np.repeat(sample_weight[:, np.newaxis],
+                                      X.shape[1], axis=1)
+            if target_weight is not None:
+                sample_weight[valid] *= target_weight.astype(dtype)
+            sample_weight[~valid] = 0
+        elif target_weight is not None:
             sample_weight = sample_weight * target_weight.astype(dtype)
         if sample_weight.sum() <= 0:
             raise ValueError("sample_weight must have a positive sum.")
 
         if continuing:
             network = self._network()
-            self._check_continuable(network, layer_sizes, Y.shape[1], how)
+            self._check_continuable(network, layer_sizes, Y.shape[-1], how)
             params = self._params.copy()
             rng = np.random.RandomState()
             rng.set_state(self._rng_state)
@@ -281,8 +303,8 @@ class BaseLSTM(BaseEstimator, ABC):
         else:
             network_spec = dict(
                 n_features=X.shape[2], hidden_layer_sizes=layer_sizes,
-                n_outputs=Y.shape[1], bidirectional=bool(self.bidirectional),
-                loss=loss_name,
+                n_outputs=Y.shape[-1], bidirectional=bool(self.bidirectional),
+                loss=loss_name, output=self.output,
             )
             network = LSTMNetwork(**network_spec)
             rng = check_random_state(self.random_state)
@@ -298,7 +320,7 @@ class BaseLSTM(BaseEstimator, ABC):
         if early_stopping:
             train, validation = train_test_split(
                 train, random_state=rng, test_size=self.validation_fraction,
-                stratify=self._stratify(Y),
+                stratify=None if sequence else self._stratify(Y),
             )
             if len(validation) < 2:
                 raise ValueError(
@@ -323,7 +345,11 @@ class BaseLSTM(BaseEstimator, ABC):
             if early_stopping:
                 raw = _raw_output_of(network, backend, params, X[validation],
                                      lengths[validation])
-                score = self._score_raw(raw, Y[validation])
+                if sequence:
+                    score = self._score_raw(raw[valid[validation]],
+                                            Y[validation][valid[validation]])
+                else:
+                    score = self._score_raw(raw, Y[validation])
                 history["validation_scores"].append(score)
                 message += f", validation score = {score:.6f}"
                 improved = score >= history["best_validation_score"] + self.tol
@@ -364,7 +390,7 @@ class BaseLSTM(BaseEstimator, ABC):
         if not continuing:
             self._network_spec = network_spec
             self.out_activation_ = out_activation
-            self.n_outputs_ = Y.shape[1]
+            self.n_outputs_ = Y.shape[-1]
             self.n_params_ = network.n_params
         self._params = params
         self._optimizer_state = {
@@ -403,10 +429,15 @@ class BaseLSTM(BaseEstimator, ABC):
         epoch_loss = 0.0
         for index, batch in enumerate(gen_batches(len(order), batch_size)):
             X_batch, batch_lengths, rows = time_major_batch(X, lengths, order[batch])
+            Y_batch, weight_batch = Y[rows], sample_weight[rows]
+            if Y.ndim == 3:  # per-timestep targets, made time-major as X
+                n_steps = X_batch.shape[0]
+                Y_batch = np.ascontiguousarray(Y_batch[:, :n_steps].transpose(1, 0, 2))
+                weight_batch = np.ascontiguousarray(weight_batch[:, :n_steps].T)
             loss, grad = network.loss_and_grad(
-                backend, params, X_batch, batch_lengths, Y[rows],
-                sample_weight[rows], alpha=self.alpha, dropout=self.dropout,
-                random_state=rng, weight_mask=weight_mask,
+                backend, params, X_batch, batch_lengths, Y_batch, weight_batch,
+                alpha=self.alpha, dropout=self.dropout, random_state=rng,
+                weight_mask=weight_mask,
             )
             if not np.isfinite(loss):
                 self._raise_diverged(epoch)
@@ -429,11 +460,19 @@ class BaseLSTM(BaseEstimator, ABC):
 
     # -------------------------------------------------------------- predict
     def _raw_output(self, X):
-        """Raw head output for every sequence of ``X``, in input order."""
+        """Raw head output for every sequence of ``X``, in input order.
+
+        Returns
+        -------
+        raw : ndarray of shape (n_samples, n_outputs), or (n_samples,
+            n_timesteps, n_outputs) with NaN on padding for output="sequence"
+        lengths : ndarray of shape (n_samples,)
+        """
         check_is_fitted(self, "_params")
         X, lengths = check_sequences(self, X, reset=False)
-        return _raw_output_of(self._network(), get_backend("cpu"), self._params,
-                              X.astype(self._params.dtype, copy=False), lengths)
+        raw = _raw_output_of(self._network(), get_backend("cpu"), self._params,
+                             X.astype(self._params.dtype, copy=False), lengths)
+        return raw, lengths
 
     def score(self, X, y, sample_weight=None):
         """R² (regressor) or accuracy (classifier) of the predictions on ``X``.
@@ -451,8 +490,18 @@ class BaseLSTM(BaseEstimator, ABC):
         Returns
         -------
         score : float
+            With ``output="sequence"``, over all valid timesteps, each
+            weighted by its sequence's ``sample_weight``.
         """
-        return super().score(X, y, sample_weight=sample_weight)
+        if self.output != "sequence":
+            return super().score(X, y, sample_weight=sample_weight)
+        # Per-timestep outputs: score every valid timestep of every sequence.
+        raw, lengths = self._raw_output(X)
+        y_valid, valid = flatten_sequence_targets(y, lengths, raw.shape[1])
+        if sample_weight is not None:
+            sample_weight = np.repeat(np.asarray(sample_weight), lengths)
+        metric = accuracy_score if is_classifier(self) else r2_score
+        return metric(y_valid, self._decode(raw)[valid], sample_weight=sample_weight)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -516,13 +565,29 @@ def _raw_output_of(network, backend, params, X, lengths):
     per_sequence = n_steps * 4 * widest * X.itemsize
     batch_size = int(np.clip(_PREDICT_BUFFER_BYTES // per_sequence, 1,
                              _PREDICT_MAX_BATCH))
-    raw = np.empty((n_samples, network.n_outputs), dtype=X.dtype)
+    if network.output == "sequence":
+        raw = np.full((n_samples, n_steps, network.n_outputs), np.nan, dtype=X.dtype)
+    else:
+        raw = np.empty((n_samples, network.n_outputs), dtype=X.dtype)
     # Sequences of similar length share a batch, so little is padding.
     by_length = np.argsort(-lengths, kind="stable")
     for batch in gen_batches(n_samples, batch_size):
         X_batch, batch_lengths, rows = time_major_batch(X, lengths, by_length[batch])
-        raw[rows], _ = network.forward(backend, params, X_batch, batch_lengths)
+        raw_batch, _ = network.forward(backend, params, X_batch, batch_lengths)
+        if network.output == "sequence":
+            for column, (row, length) in enumerate(zip(rows, batch_lengths)):
+                raw[row, :length] = raw_batch[:length, column]
+        else:
+            raw[rows] = raw_batch
     return raw
+
+
+def per_sequence(values, lengths):
+    """Per-timestep outputs as an array when all sequences are equally long,
+    otherwise as a list of one array per sequence, cut to its length."""
+    if (lengths == values.shape[1]).all():
+        return values
+    return [values[index, :length] for index, length in enumerate(lengths)]
 
 
 def _or(value, default):

@@ -8,7 +8,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import column_or_1d
 
-from ._base import BaseLSTM
+from ._base import BaseLSTM, per_sequence
 from ._compat import StrOptions, _fit_context
 
 
@@ -205,6 +205,11 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         multilabel = type_of_target(y, input_name="y") == "multilabel-indicator"
+        if multilabel and self.output == "sequence":
+            raise ValueError(
+                "Multilabel targets are not supported with output='sequence'; "
+                "give one class label per timestep."
+            )
         if reset:
             if multilabel:
                 self.classes_ = np.arange(y.shape[1])
@@ -257,9 +262,9 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
     def _decode(self, raw):
         """Labels from raw outputs."""
         if self._target_type == "multiclass":
-            return self.classes_[np.argmax(raw, axis=1)]
+            return self.classes_[np.argmax(raw, axis=-1)]
         if self._target_type == "binary":
-            return self.classes_[(raw[:, 0] > 0).astype(np.intp)]
+            return self.classes_[(raw[..., 0] > 0).astype(np.intp)]
         return (raw > 0).astype(int)
 
     def _score_raw(self, raw, Y):
@@ -355,13 +360,14 @@ n_features)
             Columns follow ``classes_``; rows sum to 1 except for multilabel
             output, where each column is one label's probability.
         """
-        raw = self._raw_output(X)
+        raw, lengths = self._raw_output(X)
         if self.out_activation_ == "softmax":
-            return softmax(raw, axis=1)
-        proba = expit(raw)
-        if self._target_type == "binary":
-            return np.hstack([1 - proba, proba])
-        return proba
+            proba = softmax(raw, axis=-1)
+        else:
+            proba = expit(raw)
+            if self._target_type == "binary":
+                proba = np.concatenate([1 - proba, proba], axis=-1)
+        return per_sequence(proba, lengths) if self.output == "sequence" else proba
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.
@@ -376,8 +382,11 @@ n_features)
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
+        proba = self.predict_proba(X)
         with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
+            if isinstance(proba, list):
+                return [np.log(sequence_proba) for sequence_proba in proba]
+            return np.log(proba)
 
     def predict(self, X):
         """Predict the class of each sequence.
@@ -393,7 +402,12 @@ n_features)
         y : ndarray of shape (n_samples,) or (n_samples, n_labels)
             Predicted labels (an indicator matrix for multilabel).
         """
-        return self._decode(self._raw_output(X))
+        raw, lengths = self._raw_output(X)
+        labels = self._decode(raw)
+        if self.output == "sequence":
+            # Padding has no label: NaN rows decode to classes_[0]; cut them.
+            return per_sequence(labels, lengths)
+        return labels
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

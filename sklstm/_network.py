@@ -17,12 +17,15 @@ Each layer-direction follows PyTorch's ``nn.LSTM``, gate order ``i, f, g, o``::
     h_t = o * tanh(c_t)
 
 The input of layer ``l > 0`` is the output of layer ``l - 1`` (both
-directions concatenated, forward first), after dropout when training. The
-head reads the last valid hidden state of each sequence: ``h`` at
-``t = length - 1`` of the forward direction, concatenated with ``h`` at
-``t = 0`` of the reverse direction (PyTorch's ``h_n``)::
+directions concatenated, forward first), after dropout when training. With
+``output="last"`` the head reads the last valid hidden state of each
+sequence: ``h`` at ``t = length - 1`` of the forward direction, concatenated
+with ``h`` at ``t = 0`` of the reverse direction (PyTorch's ``h_n``)::
 
     raw = h_last @ W_out.T + b_out                               (B, n_outputs)
+
+With ``output="sequence"`` it reads the top layer's output at every valid
+timestep: ``raw[t] = output[t] @ W_out.T + b_out``, shape (T, B, n_outputs).
 
 Parameters
 ----------
@@ -68,15 +71,19 @@ class LSTMNetwork:
     bidirectional : bool
         Run each layer in both directions and concatenate.
     loss : {"squared_error", "softmax_log_loss", "logistic_log_loss"}
+    output : {"last", "sequence"}
+        Apply the head to the last valid hidden state of each sequence, or to
+        the top layer's output at every timestep.
     """
 
     def __init__(self, n_features, hidden_layer_sizes, n_outputs,
-                 bidirectional=False, loss="squared_error"):
+                 bidirectional=False, loss="squared_error", output="last"):
         self.n_features = n_features
         self.hidden_layer_sizes = tuple(hidden_layer_sizes)
         self.n_outputs = n_outputs
         self.n_directions = 2 if bidirectional else 1
         self.loss = loss
+        self.output = output
         self._layer_slots = []  # [layer][direction] -> dict name -> _Slot
         offset = 0
 
@@ -202,7 +209,8 @@ class LSTMNetwork:
 
         Returns
         -------
-        raw : ndarray of shape (B, n_outputs)
+        raw : ndarray of shape (B, n_outputs), or (T, B, n_outputs) with
+            ``output="sequence"`` (values on padding are meaningless)
         cache : list or None
             For :meth:`backward` when training.
         """
@@ -217,16 +225,19 @@ class LSTMNetwork:
                     layer_input, lengths, views["W_ih"], views["W_hh"],
                     views["b_ih"] + views["b_hh"], reverse=bool(direction),
                     training=training,
-                    # Only the head reads the last layer, and only its h_n.
-                    return_sequences=training or layer < n_layers - 1,
+                    # With output="last" the head reads only the top h_n.
+                    return_sequences=(training or layer < n_layers - 1
+                                      or self.output == "sequence"),
                 )
                 outputs.append(hidden)
                 last_states.append(h_n)
                 direction_caches.append(cache)
             mask = None
-            if layer < n_layers - 1:
+            layer_output = None
+            if layer < n_layers - 1 or self.output == "sequence":
                 layer_output = np.concatenate(outputs, axis=2) \
                     if self.n_directions == 2 else outputs[0]
+            if layer < n_layers - 1:
                 if training and dropout > 0:
                     keep = random_state.random_sample(layer_output.shape) >= dropout
                     mask = keep.astype(layer_output.dtype) / (1.0 - dropout)
@@ -234,11 +245,14 @@ class LSTMNetwork:
                 layer_input = layer_output
             layer_caches.append((direction_caches, mask))
 
-        h_last = np.concatenate(last_states, axis=1) \
-            if self.n_directions == 2 else last_states[0]
+        if self.output == "sequence":
+            head_input = layer_output  # (T, B, D)
+        else:
+            head_input = np.concatenate(last_states, axis=1) \
+                if self.n_directions == 2 else last_states[0]  # (B, D)
         head = self.head_views(flat)
-        raw = h_last @ head["W_out"].T + head["b_out"]
-        cache = (layer_caches, h_last, lengths, X.shape[0]) if training else None
+        raw = head_input @ head["W_out"].T + head["b_out"]
+        cache = (layer_caches, head_input, lengths, X.shape[0]) if training else None
         return raw, cache
 
     # ------------------------------------------------------------ backward
@@ -247,8 +261,9 @@ class LSTMNetwork:
 
         Parameters
         ----------
-        draw : ndarray of shape (B, n_outputs)
-            Gradient of the loss with respect to the raw head output.
+        draw : ndarray of shape (B, n_outputs) or (T, B, n_outputs)
+            Gradient of the loss with respect to the raw head output (zero
+            on padding with ``output="sequence"``).
         cache : what :meth:`forward` returned with ``training=True``.
         return_input_grad : bool
             Also return the gradient with respect to ``X`` (tests use it).
@@ -258,12 +273,14 @@ class LSTMNetwork:
         grad : ndarray of shape (n_params,)
         dX : ndarray of shape (T, B, n_features), only if ``return_input_grad``
         """
-        layer_caches, h_last, lengths, n_steps = cache
+        layer_caches, head_input, lengths, n_steps = cache
         grad = np.zeros_like(flat)
         head, dhead = self.head_views(flat), self.head_views(grad)
-        dhead["W_out"][...] = draw.T @ h_last
-        dhead["b_out"][...] = draw.sum(axis=0)
-        dh_last = draw @ head["W_out"]  # (B, D)
+        n_outputs, width = head["W_out"].shape
+        dhead["W_out"][...] = (draw.reshape(-1, n_outputs).T
+                               @ head_input.reshape(-1, width))
+        dhead["b_out"][...] = draw.reshape(-1, n_outputs).sum(axis=0)
+        dhead_input = draw @ head["W_out"]  # (B, D) or (T, B, D)
 
         n_layers = len(self.hidden_layer_sizes)
         batch = np.arange(len(lengths))
@@ -274,12 +291,14 @@ class LSTMNetwork:
             dinput = None
             for direction in range(self.n_directions):
                 columns = slice(direction * n_units, (direction + 1) * n_units)
-                if layer == n_layers - 1:
+                if layer == n_layers - 1 and self.output == "last":
                     dhidden = np.zeros((n_steps, len(lengths), n_units),
                                        dtype=flat.dtype)
                     # The head read h at t = length-1 (forward) or t = 0 (reverse).
                     times = 0 if direction else lengths - 1
-                    dhidden[times, batch] = dh_last[:, columns]
+                    dhidden[times, batch] = dhead_input[:, columns]
+                elif layer == n_layers - 1:
+                    dhidden = np.ascontiguousarray(dhead_input[:, :, columns])
                 else:
                     dhidden = np.ascontiguousarray(dlayer_output[:, :, columns])
                 dX, dW_ih, dW_hh, dbias = backend.backward(
@@ -304,8 +323,17 @@ class LSTMNetwork:
                       weight_mask=None):
         """Loss of a time-major minibatch and its gradient.
 
-        The L2 penalty is ``0.5 * alpha * ||weights||^2 / B``, as in
-        scikit-learn's MLP (biases are not penalised).
+        Parameters
+        ----------
+        Y : ndarray of shape (B, n_outputs), or (T, B, n_outputs) with
+            ``output="sequence"`` (values on padding are ignored)
+        sample_weight : ndarray of shape (B,), or (T, B) with
+            ``output="sequence"``: the weight of each sequence or timestep.
+
+        With ``output="sequence"`` the loss is the weighted mean over the
+        valid timesteps of all sequences. The L2 penalty is
+        ``0.5 * alpha * ||weights||^2 / B``, as in scikit-learn's MLP (biases
+        are not penalised).
 
         Returns
         -------
@@ -316,7 +344,14 @@ class LSTMNetwork:
             backend, flat, X, lengths, training=True, dropout=dropout,
             random_state=random_state,
         )
-        loss, draw = LOSSES[self.loss](Y, raw, sample_weight)
+        if self.output == "sequence":
+            valid = np.arange(X.shape[0])[:, np.newaxis] < lengths  # (T, B)
+            loss, draw_valid = LOSSES[self.loss](Y[valid], raw[valid],
+                                                 sample_weight[valid])
+            draw = np.zeros_like(raw)
+            draw[valid] = draw_valid
+        else:
+            loss, draw = LOSSES[self.loss](Y, raw, sample_weight)
         grad = self.backward(backend, flat, draw.astype(flat.dtype, copy=False), cache)
         if alpha > 0:
             if weight_mask is None:

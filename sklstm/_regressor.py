@@ -4,7 +4,7 @@ from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_array
 
-from ._base import BaseLSTM
+from ._base import BaseLSTM, per_sequence
 from ._compat import _fit_context
 
 
@@ -192,6 +192,9 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
             self._y_is_1d = y.ndim == 1
         return y.reshape(len(y), -1), "squared_error", "identity", None
 
+    def _decode(self, raw):
+        return raw[..., 0] if raw.shape[-1] == 1 and self._y_is_1d else raw
+
     def _score_raw(self, raw, Y):
         return r2_score(Y, raw)
 
@@ -207,7 +210,9 @@ n_features)
             Sequences. 2-D input is univariate sequences. Trailing all-NaN
             timesteps of a 3-D array are padding.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets.
+            Targets. With ``output="sequence"``, one per timestep: shape
+            (n_samples, n_timesteps[, n_outputs]), or a list of arrays of
+            shape (n_timesteps_i[, n_outputs]).
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each sequence in the loss.
 
@@ -255,12 +260,14 @@ n_features)
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            Predictions.
+            Predictions. With ``output="sequence"``, one per timestep: shape
+            (n_samples, n_timesteps[, n_outputs]) when all sequences have the
+            same length, otherwise a list of arrays of shape
+            (n_timesteps_i[, n_outputs]).
         """
-        raw = self._raw_output(X)
-        if raw.shape[1] == 1 and self._y_is_1d:
-            return raw.ravel()
-        return raw
+        raw, lengths = self._raw_output(X)
+        y = self._decode(raw)
+        return per_sequence(y, lengths) if self.output == "sequence" else y
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -245,3 +245,60 @@ def _check_univariate_2d(estimator, X, reset):
         X = check_array(X, dtype=FLOAT_DTYPES, ensure_all_finite=False)
         _check_n_features(estimator, 1, reset=False)
     return X[:, :, np.newaxis]
+
+
+def flatten_sequence_targets(y, lengths, n_timesteps):
+    """Per-timestep targets of ``output="sequence"``, at the valid timesteps.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples, n_timesteps) or \
+            (n_samples, n_timesteps, n_outputs), or list of array-like
+        One target per timestep; a list holds one array of shape
+        ``(n_timesteps_i,)`` or ``(n_timesteps_i, n_outputs)`` per sequence.
+        Array values past a sequence's length are ignored.
+    lengths : ndarray of shape (n_samples,)
+    n_timesteps : int
+        Padded length of ``X``.
+
+    Returns
+    -------
+    y_valid : ndarray of shape (n_valid,) or (n_valid, n_outputs)
+        Targets of the valid timesteps, sequence by sequence.
+    valid : ndarray of shape (n_samples, n_timesteps), dtype bool
+        Where they belong.
+    """
+    n_samples = len(lengths)
+    valid = np.arange(n_timesteps)[np.newaxis, :] < lengths[:, np.newaxis]
+    expected = ("With output='sequence', y needs one target per timestep: an "
+                f"array of shape ({n_samples}, {n_timesteps}) or ({n_samples}, "
+                f"{n_timesteps}, n_outputs), or a list of {n_samples} arrays "
+                "with one row per timestep of each sequence")
+    if isinstance(y, (list, tuple)) and len(y) and hasattr(y[0], "__len__") and (
+        np.ndim(y[0]) >= 1
+    ) and not _is_regular(y, n_samples, n_timesteps):
+        if len(y) != n_samples:
+            raise ValueError(f"{expected}; got a list of {len(y)}.")
+        parts = [np.asarray(target) for target in y]
+        for index, (target, length) in enumerate(zip(parts, lengths)):
+            if target.ndim not in (1, 2) or target.shape[0] != length:
+                raise ValueError(
+                    f"{expected}; y[{index}] has shape {target.shape} but "
+                    f"sequence {index} of X has {length} timesteps."
+                )
+        if len({target.shape[1:] for target in parts}) > 1:
+            raise ValueError(f"{expected}; the arrays of y differ in n_outputs.")
+        return np.concatenate(parts), valid
+    y = np.asarray(y)
+    if y.ndim not in (2, 3) or y.shape[:2] != (n_samples, n_timesteps):
+        raise ValueError(f"{expected}; got shape {y.shape}.")
+    return y[valid], valid
+
+
+def _is_regular(y, n_samples, n_timesteps):
+    """True when a nested list ``y`` is a regular (n_samples, n_timesteps...)."""
+    try:
+        array = np.asarray(y)
+    except ValueError:
+        return False
+    return array.dtype != object and array.shape[:2] == (n_samples, n_timesteps)

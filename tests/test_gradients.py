@@ -109,3 +109,33 @@ def test_input_gradient_matches_finite_differences(rng):
     expected = _finite_difference_grad(loss_at_input, X.ravel()).reshape(X.shape)
     np.testing.assert_allclose(dX, expected, rtol=1e-6, atol=1e-8)
     assert np.all(dX[1:, 2] == 0.0), "padding must get no gradient"
+
+
+@pytest.mark.parametrize("backend_name", ["reference", "cpu"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("hidden_layer_sizes, bidirectional",
+                         [((3,), False), ((2, 3), True)])
+def test_sequence_output_gradient_matches_finite_differences(
+    backend_name, loss, hidden_layer_sizes, bidirectional, rng
+):
+    """A per-timestep head and loss; padding targets must not matter."""
+    backend = get_backend(backend_name)
+    lengths = np.array([5, 3, 3, 1], dtype=np.intp)
+    network = LSTMNetwork(2, hidden_layer_sizes, 3, bidirectional, loss,
+                          output="sequence")
+    params = network.init_params(rng, np.float64)
+    X = rng.randn(5, 4, 2)
+    Y = _targets(loss, 5 * 4, 3, rng).reshape(5, 4, 3)
+    padding = np.arange(5)[:, None] >= lengths
+    X[padding] = 0.0
+    Y[padding] = 1e6  # ignored
+    weights = rng.uniform(0.5, 2.0, (5, 4))
+
+    def loss_at(flat):
+        return network.loss_and_grad(backend, flat, X, lengths, Y, weights,
+                                     alpha=0.01)[0]
+
+    _, grad = network.loss_and_grad(backend, params, X, lengths, Y, weights,
+                                    alpha=0.01)
+    expected = _finite_difference_grad(loss_at, params)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
