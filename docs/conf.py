@@ -65,6 +65,7 @@ sphinx_gallery_conf = {
     "reset_modules": ("matplotlib",),
     "image_scrapers": ("matplotlib",),
     "min_reported_time": 1,
+    "write_computation_times": False,
     "show_memory": False,
     "show_signature": False,
 }
