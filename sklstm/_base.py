@@ -493,14 +493,14 @@ class BaseLSTM(BaseEstimator, ABC):
             With ``output="sequence"``, over all valid timesteps, each
             weighted by its sequence's ``sample_weight``.
         """
+        metric = accuracy_score if is_classifier(self) else r2_score
         if self.output != "sequence":
-            return super().score(X, y, sample_weight=sample_weight)
+            return metric(y, self.predict(X), sample_weight=sample_weight)
         # Per-timestep outputs: score every valid timestep of every sequence.
         raw, lengths = self._raw_output(X)
         y_valid, valid = flatten_sequence_targets(y, lengths, raw.shape[1])
         if sample_weight is not None:
             sample_weight = np.repeat(np.asarray(sample_weight), lengths)
-        metric = accuracy_score if is_classifier(self) else r2_score
         return metric(y_valid, self._decode(raw)[valid], sample_weight=sample_weight)
 
     def __getstate__(self):

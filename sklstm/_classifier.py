@@ -28,6 +28,10 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         Hidden units of each stacked LSTM layer.
     bidirectional : bool, default=False
         Run every layer forward and backward in time and concatenate.
+    output : {'last', 'sequence'}, default='last'
+        'last' predicts one value per sequence from its last valid hidden
+        state; 'sequence' predicts one per timestep (``y`` then has a target
+        per timestep, and padding is masked out of the loss).
     dropout : float, default=0.0
         Probability of zeroing an output of each layer but the last, during
         training.
@@ -142,6 +146,7 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         hidden_layer_sizes=(32,),
         *,
         bidirectional=False,
+        output="last",
         dropout=0.0,
         solver="adam",
         alpha=0.0001,
@@ -170,6 +175,7 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             bidirectional=bidirectional,
+            output=output,
             dropout=dropout,
             solver=solver,
             alpha=alpha,
@@ -198,6 +204,10 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         **BaseLSTM._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
+
+    # ClassifierMixin.score comes first in the MRO but knows nothing of
+    # per-timestep outputs; BaseLSTM.score handles both kinds.
+    score = BaseLSTM.score
 
     def _encode_targets(self, y, dtype, reset, classes=None):
         y = np.asarray(y) if not hasattr(y, "shape") else y
@@ -292,7 +302,9 @@ n_features)
             timesteps of a 3-D array are padding.
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Class labels (any type), or a label indicator matrix for
-            multilabel classification.
+            multilabel classification. With ``output="sequence"``, one label
+            per timestep: shape (n_samples, n_timesteps), or a list of arrays
+            of shape (n_timesteps_i,).
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each sequence in the loss.
 
@@ -358,7 +370,10 @@ n_features)
         -------
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``; rows sum to 1 except for multilabel
-            output, where each column is one label's probability.
+            output, where each column is one label's probability. With
+            ``output="sequence"``, one row per timestep: shape (n_samples,
+            n_timesteps, n_classes) when all sequences have the same length,
+            otherwise a list of arrays of shape (n_timesteps_i, n_classes).
         """
         raw, lengths = self._raw_output(X)
         if self.out_activation_ == "softmax":
@@ -381,6 +396,7 @@ n_features)
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
+            Shaped as :meth:`predict_proba`'s output.
         """
         proba = self.predict_proba(X)
         with np.errstate(divide="ignore"):
@@ -400,7 +416,10 @@ n_features)
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_labels)
-            Predicted labels (an indicator matrix for multilabel).
+            Predicted labels (an indicator matrix for multilabel). With
+            ``output="sequence"``, one label per timestep: shape (n_samples,
+            n_timesteps) when all sequences have the same length, otherwise a
+            list of arrays of shape (n_timesteps_i,).
         """
         raw, lengths = self._raw_output(X)
         labels = self._decode(raw)

@@ -22,6 +22,10 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         Hidden units of each stacked LSTM layer.
     bidirectional : bool, default=False
         Run every layer forward and backward in time and concatenate.
+    output : {'last', 'sequence'}, default='last'
+        'last' predicts one value per sequence from its last valid hidden
+        state; 'sequence' predicts one per timestep (``y`` then has a target
+        per timestep, and padding is masked out of the loss).
     dropout : float, default=0.0
         Probability of zeroing an output of each layer but the last, during
         training.
@@ -131,6 +135,7 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         hidden_layer_sizes=(32,),
         *,
         bidirectional=False,
+        output="last",
         dropout=0.0,
         solver="adam",
         alpha=0.0001,
@@ -157,6 +162,7 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             bidirectional=bidirectional,
+            output=output,
             dropout=dropout,
             solver=solver,
             alpha=alpha,
@@ -180,6 +186,10 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
             n_iter_no_change=n_iter_no_change,
             clip_norm=clip_norm,
         )
+
+    # RegressorMixin.score comes first in the MRO but knows nothing of
+    # per-timestep outputs; BaseLSTM.score handles both kinds.
+    score = BaseLSTM.score
 
     def _encode_targets(self, y, dtype, reset, classes=None):
         y = check_array(y, ensure_2d=False, dtype=dtype, input_name="y")

@@ -274,9 +274,10 @@ def flatten_sequence_targets(y, lengths, n_timesteps):
                 f"array of shape ({n_samples}, {n_timesteps}) or ({n_samples}, "
                 f"{n_timesteps}, n_outputs), or a list of {n_samples} arrays "
                 "with one row per timestep of each sequence")
-    if isinstance(y, (list, tuple)) and len(y) and hasattr(y[0], "__len__") and (
-        np.ndim(y[0]) >= 1
-    ) and not _is_regular(y, n_samples, n_timesteps):
+    if isinstance(y, (list, tuple)) and (
+        any(isinstance(target, np.ndarray) for target in y)
+        or not _is_regular(y, n_samples, n_timesteps)
+    ):
         if len(y) != n_samples:
             raise ValueError(f"{expected}; got a list of {len(y)}.")
         parts = [np.asarray(target) for target in y]
@@ -296,7 +297,8 @@ def flatten_sequence_targets(y, lengths, n_timesteps):
 
 
 def _is_regular(y, n_samples, n_timesteps):
-    """True when a nested list ``y`` is a regular (n_samples, n_timesteps...)."""
+    """True when nested lists ``y`` form a regular (n_samples, n_timesteps, ...)
+    array, read like a padded array; a list of arrays is read per sequence."""
     try:
         array = np.asarray(y)
     except ValueError:

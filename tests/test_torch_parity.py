@@ -367,3 +367,46 @@ def test_fitted_estimator_state_dict_predicts_like_torch(case):
 
     np.testing.assert_allclose(predict(estimator, X), from_raw(raw_t),
                                rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------- 4. per-timestep head and loss
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", LOSS_NAMES)
+@pytest.mark.parametrize("n_layers, bidirectional", [(1, False), (2, True)])
+def test_sequence_output_matches_torch(backend_name, dtype, loss, n_layers,
+                                       bidirectional):
+    """output="sequence": nn.Linear on every valid timestep of the packed
+    output, the loss averaged over valid timesteps with per-timestep weights."""
+    backend = get_backend(backend_name)
+    torch_dtype, tol = TORCH_DTYPES[dtype], TOL[dtype]
+    rng = np.random.RandomState(1)
+    n_features, n_units, n_outputs = 3, 4, 3
+    X, lengths, padding = _random_inputs(rng, [6, 5, 3, 3, 1], n_features, dtype)
+    n_steps, n_seq = X.shape[:2]
+    network = LSTMNetwork(n_features, (n_units,) * n_layers, n_outputs,
+                          bidirectional, loss, output="sequence")
+    flat = network.init_params(rng, dtype)
+    Y = _targets(loss, rng, n_steps * n_seq, n_outputs).reshape(n_steps, n_seq, -1)
+    Y = Y.astype(dtype)
+    weights = rng.uniform(0.5, 2.0, (n_steps, n_seq)).astype(dtype)
+
+    our_loss, grad = network.loss_and_grad(backend, flat, X, lengths, Y, weights)
+
+    model = _torch_model_from_state_dict(
+        network.to_state_dict(flat), n_features, n_units, n_layers, n_outputs,
+        bidirectional, torch_dtype,
+    )
+    out, _, _ = _run_lstm(model.lstm, _tensor(X, torch_dtype), lengths, packed=True)
+    raw = model.head(out)  # (T, B, n_outputs)
+    valid = torch.as_tensor(~padding)
+    torch_loss = _torch_loss(loss, raw[valid], _tensor(Y, torch_dtype)[valid],
+                             _tensor(weights, torch_dtype)[valid])
+    torch_loss.backward()
+
+    np.testing.assert_allclose(our_loss, torch_loss.item(), **tol)
+    our_grads = network.to_state_dict(grad)
+    for name, param in model.named_parameters():
+        key = name.removeprefix("lstm.")
+        np.testing.assert_allclose(our_grads[key], param.grad.numpy(), **tol,
+                                   err_msg=key)
