@@ -31,8 +31,9 @@ Parameters
 ----------
 All parameters live in one flat buffer, in this order: for each layer, for
 each direction (forward, then reverse), ``W_ih (4H, I)``, ``W_hh (4H, H)``,
-``b_ih (4H,)``, ``b_hh (4H,)``; then the head ``W_out (n_outputs, D)`` and
-``b_out (n_outputs,)``. Gradients use the same layout, so the optimizer,
+``b_ih (4H,)``, ``b_hh (4H,)`` (with ``proj_size=P``: ``W_hh (4H, P)`` and
+then ``W_hr (P, H)``, the projection ``h_t = (o * tanh(c_t)) @ W_hr.T``); then
+the head ``W_out (n_outputs, D)`` and ``b_out (n_outputs,)``. Gradients use the same layout, so the optimizer,
 gradient clipping, L2 and finite differences each touch one array.
 """
 
@@ -74,16 +75,21 @@ class LSTMNetwork:
     output : {"last", "sequence"}
         Apply the head to the last valid hidden state of each sequence, or to
         the top layer's output at every timestep.
+    proj_size : int
+        If positive, every layer projects its hidden state to this many values,
+        ``h_t = (o * tanh(c_t)) @ W_hr.T``, as PyTorch's ``proj_size``.
     """
 
     def __init__(self, n_features, hidden_layer_sizes, n_outputs,
-                 bidirectional=False, loss="squared_error", output="last"):
+                 bidirectional=False, loss="squared_error", output="last",
+                 proj_size=0):
         self.n_features = n_features
         self.hidden_layer_sizes = tuple(hidden_layer_sizes)
         self.n_outputs = n_outputs
         self.n_directions = 2 if bidirectional else 1
         self.loss = loss
         self.output = output
+        self.proj_size = proj_size
         self._layer_slots = []  # [layer][direction] -> dict name -> _Slot
         offset = 0
 
@@ -95,17 +101,21 @@ class LSTMNetwork:
 
         n_inputs = n_features
         for layer, n_units in enumerate(self.hidden_layer_sizes):
+            n_out = proj_size or n_units  # width of h_t
             directions = []
             for direction in range(self.n_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                directions.append({
+                slots = {
                     "W_ih": add("weight_ih" + suffix, (4 * n_units, n_inputs), True),
-                    "W_hh": add("weight_hh" + suffix, (4 * n_units, n_units), True),
+                    "W_hh": add("weight_hh" + suffix, (4 * n_units, n_out), True),
                     "b_ih": add("bias_ih" + suffix, (4 * n_units,), False),
                     "b_hh": add("bias_hh" + suffix, (4 * n_units,), False),
-                })
+                }
+                if proj_size:
+                    slots["W_hr"] = add("weight_hr" + suffix, (n_out, n_units), True)
+                directions.append(slots)
             self._layer_slots.append(directions)
-            n_inputs = self.n_directions * n_units
+            n_inputs = self.n_directions * n_out
         self._head_slots = {
             "W_out": add("head.weight", (n_outputs, n_inputs), True),
             "b_out": add("head.bias", (n_outputs,), False),
@@ -124,7 +134,7 @@ class LSTMNetwork:
         return flat[slot.start:slot.stop].reshape(slot.shape)
 
     def layer_views(self, flat, layer, direction):
-        """``{"W_ih", "W_hh", "b_ih", "b_hh"}`` views into ``flat``."""
+        """``{"W_ih", "W_hh", "b_ih", "b_hh"[, "W_hr"]}`` views into ``flat``."""
         slots = self._layer_slots[layer][direction]
         return {key: self._view(flat, slot) for key, slot in slots.items()}
 
@@ -224,7 +234,7 @@ class LSTMNetwork:
                 hidden, h_n, _, cache = backend.forward(
                     layer_input, lengths, views["W_ih"], views["W_hh"],
                     views["b_ih"] + views["b_hh"], reverse=bool(direction),
-                    training=training,
+                    training=training, **_projection(views),
                     # With output="last" the head reads only the top h_n.
                     return_sequences=(training or layer < n_layers - 1
                                       or self.output == "sequence"),
@@ -287,7 +297,7 @@ class LSTMNetwork:
         dlayer_output = None  # gradient w.r.t. the output of the layer above
         for layer in reversed(range(n_layers)):
             direction_caches, _ = layer_caches[layer]
-            n_units = self.hidden_layer_sizes[layer]
+            n_units = self.proj_size or self.hidden_layer_sizes[layer]  # h width
             dinput = None
             for direction in range(self.n_directions):
                 columns = slice(direction * n_units, (direction + 1) * n_units)
@@ -301,10 +311,12 @@ class LSTMNetwork:
                     dhidden = np.ascontiguousarray(dhead_input[:, :, columns])
                 else:
                     dhidden = np.ascontiguousarray(dlayer_output[:, :, columns])
-                dX, dW_ih, dW_hh, dbias = backend.backward(
+                dX, dW_ih, dW_hh, dbias, *dW_hr = backend.backward(
                     dhidden, direction_caches[direction]
                 )
                 dviews = self.layer_views(grad, layer, direction)
+                if dW_hr:
+                    dviews["W_hr"][...] = dW_hr[0]
                 dviews["W_ih"][...] = dW_ih
                 dviews["W_hh"][...] = dW_hh
                 dviews["b_ih"][...] = dbias
@@ -362,3 +374,7 @@ class LSTMNetwork:
             grad += (alpha / n_samples) * weights
         return loss, grad
 
+
+def _projection(views):
+    """Keyword for ``backend.forward``: the projection, if the layer has one."""
+    return {"W_hr": views["W_hr"]} if "W_hr" in views else {}

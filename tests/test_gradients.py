@@ -139,3 +139,33 @@ def test_sequence_output_gradient_matches_finite_differences(
                                     alpha=0.01)
     expected = _finite_difference_grad(loss_at, params)
     np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend_name", ["reference"])
+@pytest.mark.parametrize("output", ["last", "sequence"])
+@pytest.mark.parametrize("hidden_layer_sizes, bidirectional",
+                         [((4,), False), ((4, 3), True)])
+def test_projection_gradient_matches_finite_differences(
+    backend_name, output, hidden_layer_sizes, bidirectional, rng
+):
+    """proj_size: h_t = (o * tanh(c_t)) @ W_hr.T, W_hr trained too."""
+    backend = get_backend(backend_name)
+    lengths = np.array([5, 4, 2, 1], dtype=np.intp)
+    network = LSTMNetwork(2, hidden_layer_sizes, 2, bidirectional,
+                          "squared_error", output=output, proj_size=2)
+    params = network.init_params(rng, np.float64)
+    X = rng.randn(5, 4, 2)
+    X[np.arange(5)[:, None] >= lengths] = 0.0
+    if output == "sequence":
+        Y, weights = rng.randn(5, 4, 2), rng.uniform(0.5, 2.0, (5, 4))
+    else:
+        Y, weights = rng.randn(4, 2), rng.uniform(0.5, 2.0, 4)
+
+    def loss_at(flat):
+        return network.loss_and_grad(backend, flat, X, lengths, Y, weights,
+                                     alpha=0.01)[0]
+
+    _, grad = network.loss_and_grad(backend, params, X, lengths, Y, weights,
+                                    alpha=0.01)
+    expected = _finite_difference_grad(loss_at, params)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)

@@ -410,3 +410,59 @@ def test_sequence_output_matches_torch(backend_name, dtype, loss, n_layers,
         key = name.removeprefix("lstm.")
         np.testing.assert_allclose(our_grads[key], param.grad.numpy(), **tol,
                                    err_msg=key)
+
+
+# ------------------------------------------------------- 5. proj_size
+@pytest.mark.parametrize("backend_name", ["reference"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_layers, bidirectional", [(1, False), (2, True)])
+@pytest.mark.parametrize("output", ["last", "sequence"])
+def test_projection_matches_torch(backend_name, dtype, n_layers, bidirectional,
+                                  output):
+    """proj_size: nn.LSTM(proj_size=P) outputs, h_n and every gradient."""
+    backend = get_backend(backend_name)
+    torch_dtype, tol = TORCH_DTYPES[dtype], TOL[dtype]
+    rng = np.random.RandomState(2)
+    n_features, n_units, proj_size, n_outputs = 3, 5, 2, 2
+    X, lengths, padding = _random_inputs(rng, [6, 4, 4, 1], n_features, dtype)
+    n_steps, n_seq = X.shape[:2]
+    network = LSTMNetwork(n_features, (n_units,) * n_layers, n_outputs,
+                          bidirectional, "squared_error", output=output,
+                          proj_size=proj_size)
+    flat = network.init_params(rng, dtype)
+    if output == "sequence":
+        Y = rng.randn(n_steps, n_seq, n_outputs).astype(dtype)
+        weights = rng.uniform(0.5, 2.0, (n_steps, n_seq)).astype(dtype)
+    else:
+        Y = rng.randn(n_seq, n_outputs).astype(dtype)
+        weights = rng.uniform(0.5, 2.0, n_seq).astype(dtype)
+    our_loss, grad = network.loss_and_grad(backend, flat, X, lengths, Y, weights)
+
+    lstm = nn.LSTM(n_features, n_units, num_layers=n_layers, proj_size=proj_size,
+                   bidirectional=bidirectional, dtype=torch_dtype)
+    head = nn.Linear(proj_size * (2 if bidirectional else 1), n_outputs,
+                     dtype=torch_dtype)
+    state = network.to_state_dict(flat)
+    lstm.load_state_dict({name: _tensor(value, torch_dtype)
+                          for name, value in state.items()
+                          if not name.startswith("head.")}, strict=True)
+    head.load_state_dict({"weight": _tensor(state["head.weight"], torch_dtype),
+                          "bias": _tensor(state["head.bias"], torch_dtype)})
+    out, h_n, _ = _run_lstm(lstm, _tensor(X, torch_dtype), lengths, packed=True)
+    Y_t, w_t = _tensor(Y, torch_dtype), _tensor(weights, torch_dtype)
+    if output == "sequence":
+        valid = torch.as_tensor(~padding)
+        raw, Y_t, w_t = head(out)[valid], Y_t[valid], w_t[valid]
+    else:
+        n_dirs = 2 if bidirectional else 1
+        raw = head(torch.cat(list(h_n[-n_dirs:]), dim=1))
+    torch_loss = _torch_loss("squared_error", raw, Y_t, w_t)
+    torch_loss.backward()
+
+    np.testing.assert_allclose(our_loss, torch_loss.item(), **tol)
+    our_grads = network.to_state_dict(grad)
+    for name, param in lstm.named_parameters():
+        np.testing.assert_allclose(our_grads[name], param.grad.numpy(), **tol,
+                                   err_msg=name)
+    np.testing.assert_allclose(our_grads["head.weight"], head.weight.grad.numpy(),
+                               **tol)

@@ -37,7 +37,7 @@ class LSTMBackend(ABC):
 
     @abstractmethod
     def forward(self, X, lengths, W_ih, W_hh, bias, reverse=False, training=True,
-                return_sequences=True):
+                return_sequences=True, W_hr=None):
         """Run one layer-direction over a minibatch.
 
         Parameters
@@ -49,7 +49,7 @@ class LSTMBackend(ABC):
             Valid length of each sequence, ``1 <= lengths[b] <= T``, sorted in
             descending order (fast backends rely on it), ``lengths[0] == T``.
         W_ih : array of shape (4H, I)
-        W_hh : array of shape (4H, H)
+        W_hh : array of shape (4H, H), or (4H, P) with a projection
         bias : array of shape (4H,)
             ``b_ih + b_hh``.
         reverse : bool
@@ -60,6 +60,9 @@ class LSTMBackend(ABC):
         return_sequences : bool
             When False, ``hidden`` is not returned (None): the last layer at
             inference needs only ``h_n``.
+        W_hr : array of shape (P, H) or None
+            Projection of PyTorch's ``proj_size``: ``h_t = (o * tanh(c_t)) @
+            W_hr.T`` has P values, and ``hidden``, ``h_n`` have width P.
 
         Returns
         -------
@@ -95,4 +98,6 @@ class LSTMBackend(ABC):
         dbias : array of shape (4H,)
             Gradient with respect to ``bias`` (and so to each of ``b_ih`` and
             ``b_hh``).
+        dW_hr : array of shape (P, H)
+            Only when the forward pass had a projection ``W_hr``.
         """

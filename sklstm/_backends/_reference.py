@@ -28,14 +28,15 @@ class ReferenceBackend(LSTMBackend):
     xp = np
 
     def forward(self, X, lengths, W_ih, W_hh, bias, reverse=False, training=True,
-                return_sequences=True):
+                return_sequences=True, W_hr=None):
         n_steps, n_seq, _ = X.shape
-        n_units = W_hh.shape[1]
+        n_units = W_hh.shape[0] // 4
+        n_out = W_hh.shape[1]  # proj_size with a projection, else n_units
         dtype = X.dtype
-        hidden = np.zeros((n_steps, n_seq, n_units), dtype=dtype)
+        hidden = np.zeros((n_steps, n_seq, n_out), dtype=dtype)
         gates = np.zeros((n_steps, n_seq, 4 * n_units), dtype=dtype)
         cells = np.zeros((n_steps, n_seq, n_units), dtype=dtype)
-        h = np.zeros((n_seq, n_units), dtype=dtype)
+        h = np.zeros((n_seq, n_out), dtype=dtype)
         c = np.zeros((n_seq, n_units), dtype=dtype)
 
         for step in range(n_steps):
@@ -44,32 +45,35 @@ class ReferenceBackend(LSTMBackend):
             i, f, g, o = np.split(pre, 4, axis=1)
             i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
             c[rows] = f * c[rows] + i * g
-            h[rows] = o * np.tanh(c[rows])
+            h_cell = o * np.tanh(c[rows])
+            # With a projection (proj_size), h_t = (o * tanh(c_t)) @ W_hr.T.
+            h[rows] = h_cell if W_hr is None else h_cell @ W_hr.T
             hidden[times, rows] = h[rows]
             gates[times, rows] = np.concatenate([i, f, g, o], axis=1)
             cells[times, rows] = c[rows]
 
         cache = None
         if training:
-            cache = (X, lengths, W_ih, W_hh, reverse, gates, cells, hidden)
+            cache = (X, lengths, W_ih, W_hh, W_hr, reverse, gates, cells, hidden)
         return (hidden if return_sequences else None), h, c, cache
 
     def backward(self, dhidden, cache):
-        X, lengths, W_ih, W_hh, reverse, gates, cells, hidden = cache
+        X, lengths, W_ih, W_hh, W_hr, reverse, gates, cells, hidden = cache
         n_steps, n_seq, _ = X.shape
-        n_units = W_hh.shape[1]
+        n_units, n_out = W_hh.shape[0] // 4, W_hh.shape[1]
         dX = np.zeros_like(X)
         dW_ih = np.zeros_like(W_ih)
         dW_hh = np.zeros_like(W_hh)
         dbias = np.zeros(4 * n_units, dtype=X.dtype)
+        dW_hr = None if W_hr is None else np.zeros_like(W_hr)
         # Gradients flowing back from step s+1 into the states of step s.
-        dh_next = np.zeros((n_seq, n_units), dtype=X.dtype)
+        dh_next = np.zeros((n_seq, n_out), dtype=X.dtype)
         dc_next = np.zeros((n_seq, n_units), dtype=X.dtype)
 
         for step in reversed(range(n_steps)):
             rows, times = _step_rows_and_times(lengths, step, reverse)
             if step == 0:
-                h_prev = np.zeros((rows.size, n_units), dtype=X.dtype)
+                h_prev = np.zeros((rows.size, n_out), dtype=X.dtype)
                 c_prev = np.zeros((rows.size, n_units), dtype=X.dtype)
             else:
                 prev_times = times + 1 if reverse else times - 1
@@ -79,6 +83,9 @@ class ReferenceBackend(LSTMBackend):
             tanh_c = np.tanh(cells[times, rows])
 
             dh = dhidden[times, rows] + dh_next[rows]
+            if W_hr is not None:  # back through the projection
+                dW_hr += dh.T @ (o * tanh_c)
+                dh = dh @ W_hr
             dc = dc_next[rows] + dh * o * (1.0 - tanh_c**2)
             d_o = dh * tanh_c * o * (1.0 - o)
             d_i = dc * g * i * (1.0 - i)
@@ -93,4 +100,6 @@ class ReferenceBackend(LSTMBackend):
             dW_hh += dgates.T @ h_prev
             dbias += dgates.sum(axis=0)
 
+        if W_hr is not None:
+            return dX, dW_ih, dW_hh, dbias, dW_hr
         return dX, dW_ih, dW_hh, dbias
