@@ -26,6 +26,19 @@ def _finite_difference_grad(loss_at, params, eps=1e-6):
     return grad
 
 
+def _assert_gradient_is_exact(network, backend, params, X, lengths, Y, weights):
+    """The network's gradient of its loss (with L2) equals finite differences."""
+
+    def loss_at(flat):
+        return network.loss_and_grad(backend, flat, X, lengths, Y, weights,
+                                     alpha=0.01)[0]
+
+    _, grad = network.loss_and_grad(backend, params, X, lengths, Y, weights,
+                                    alpha=0.01)
+    expected = _finite_difference_grad(loss_at, params)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("backend_name", ["reference", "cpu"])
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize(
@@ -51,17 +64,8 @@ def test_network_gradient_matches_finite_differences(
         X[length:, column] = 0.0
     Y = _targets(loss, len(lengths), n_outputs, rng)
     sample_weight = rng.uniform(0.5, 2.0, len(lengths))
-
-    def loss_at(flat):
-        return network.loss_and_grad(
-            backend, flat, X, lengths, Y, sample_weight, alpha=0.01
-        )[0]
-
-    _, grad = network.loss_and_grad(
-        backend, params, X, lengths, Y, sample_weight, alpha=0.01
-    )
-    expected = _finite_difference_grad(loss_at, params)
-    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
+    _assert_gradient_is_exact(network, backend, params, X, lengths, Y,
+                              sample_weight)
 
 
 @pytest.mark.parametrize("backend_name", ["reference", "cpu"])
@@ -130,15 +134,7 @@ def test_sequence_output_gradient_matches_finite_differences(
     X[padding] = 0.0
     Y[padding] = 1e6  # ignored
     weights = rng.uniform(0.5, 2.0, (5, 4))
-
-    def loss_at(flat):
-        return network.loss_and_grad(backend, flat, X, lengths, Y, weights,
-                                     alpha=0.01)[0]
-
-    _, grad = network.loss_and_grad(backend, params, X, lengths, Y, weights,
-                                    alpha=0.01)
-    expected = _finite_difference_grad(loss_at, params)
-    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
+    _assert_gradient_is_exact(network, backend, params, X, lengths, Y, weights)
 
 
 @pytest.mark.parametrize("backend_name", ["reference"])
@@ -160,12 +156,4 @@ def test_projection_gradient_matches_finite_differences(
         Y, weights = rng.randn(5, 4, 2), rng.uniform(0.5, 2.0, (5, 4))
     else:
         Y, weights = rng.randn(4, 2), rng.uniform(0.5, 2.0, 4)
-
-    def loss_at(flat):
-        return network.loss_and_grad(backend, flat, X, lengths, Y, weights,
-                                     alpha=0.01)[0]
-
-    _, grad = network.loss_and_grad(backend, params, X, lengths, Y, weights,
-                                    alpha=0.01)
-    expected = _finite_difference_grad(loss_at, params)
-    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
+    _assert_gradient_is_exact(network, backend, params, X, lengths, Y, weights)
