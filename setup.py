@@ -23,9 +23,18 @@ COMMON = dict(
     # vectorize; nothing in sklstm reads floating-point exception flags.
     extra_compile_args=["-O3", "-fno-trapping-math"],
 )
+# The timestep loops split a minibatch's rows over OpenMP threads (prange);
+# the number of threads is passed in by the backend, which reads the
+# threadpoolctl limits.
+OPENMP = ["-fopenmp"]
 EXTENSIONS = [
-    Extension(f"sklstm._kernels.{name}", [f"sklstm/_kernels/{name}.pyx"], **COMMON)
-    for name in ("_blas", "_lstm_fast")
+    Extension("sklstm._kernels._blas", ["sklstm/_kernels/_blas.pyx"], **COMMON),
+    Extension(
+        "sklstm._kernels._lstm_fast",
+        ["sklstm/_kernels/_lstm_fast.pyx"],
+        **{**COMMON, "extra_compile_args": COMMON["extra_compile_args"] + OPENMP},
+        extra_link_args=OPENMP,
+    ),
 ]
 
 setup(

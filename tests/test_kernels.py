@@ -330,3 +330,51 @@ def test_threads_run_concurrently_and_agree():
     for outs_serial, outs_threaded in zip(serial, threaded):
         for expected, actual in zip(outs_serial, outs_threaded):
             np.testing.assert_allclose(actual, expected, **TOL[np.float64])
+
+
+def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads):
+    """lstm_forward + lstm_backward called directly with ``n_threads``."""
+    T, B, n_in = X.shape
+    H = W_hh.shape[1]
+    dtype = X.dtype
+    gates = np.empty((T, B, 4 * H), dtype)
+    cells, hidden = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
+    h_n, c_n = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, reverse, True, gates,
+                            cells, hidden, h_n, c_n, np.empty((B, 4 * H), dtype),
+                            n_threads)
+    grads = [np.empty(X.shape, dtype), np.empty(W_ih.shape, dtype),
+             np.empty(W_hh.shape, dtype), np.empty(4 * H, dtype)]
+    _lstm_fast.lstm_backward(
+        X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden, *grads,
+        np.empty((T, B, 4 * H), dtype), np.empty((B, 4 * H), dtype),
+        np.empty((B, H), dtype), np.empty((B, H), dtype), n_threads,
+    )
+    return [hidden, h_n, c_n] + grads
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_threaded_kernels_match_single_thread(n_threads, reverse, dtype):
+    """Rows split over OpenMP threads give the single-threaded results,
+    also with variable lengths, padding and blocks of unequal size."""
+    rng = np.random.default_rng(1)
+    lengths = np.sort(rng.integers(0, 9, size=37))[::-1].copy()
+    lengths[0] = 9
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(9, 5, 20, lengths, dtype)
+    X[_padding_mask(9, lengths)] = np.nan  # padding must stay ignored
+    expected = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, 1)
+    actual = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads)
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, **TOL[dtype])
+
+
+def test_thread_plan_obeys_threadpool_limits():
+    from threadpoolctl import threadpool_limits
+
+    from sklstm._backends._cpu import _thread_plan
+
+    with threadpool_limits(1):
+        assert _thread_plan(4096, 512)[0] == 1
+    assert _thread_plan(8, 4)[0] == 1  # too little work to split

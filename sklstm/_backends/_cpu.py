@@ -6,10 +6,60 @@ nogil kernels of ``sklstm/_kernels/_lstm_fast.pyx``. See ``_base.py`` for the
 notation and the contract.
 """
 
+import functools
+from contextlib import contextmanager, nullcontext
+
 import numpy as np
 
-from .._kernels._lstm_fast import lstm_backward, lstm_forward
+from .._kernels._lstm_fast import lstm_backward, lstm_forward, max_threads
 from ._base import LSTMBackend
+
+# Below this many multiply-adds per timestep and thread (rows x 4H x H), the
+# kernels run on one thread. Each kernel call opens OpenMP regions whose end
+# is a barrier; with another process busy on a core, a descheduled thread
+# holds the barrier for a time slice. Measured with benchmarks/bench_cpu.py
+# (2 cores, one busy process): W1 (B=32, H=32) took 0.25 s per epoch on 2
+# threads against 0.027 s on one, W2 (B=64, H=64) 0.41 s against 0.25 s;
+# quiet, 2 threads bought W2 only 1.3x. W3 (B=128, H=256, 33.5M per step)
+# is large enough for the split to pay.
+_MIN_WORK_PER_THREAD = 4 * 2**20
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's handle on the loaded BLAS libraries (looked up once)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+@contextmanager
+def _single_threaded_blas():
+    # threadpoolctl applies a limit when the limiter is created: create it here.
+    with _blas_controller().limit(limits=1):
+        yield
+
+
+def _thread_plan(n_rows, n_units):
+    """``(n_threads, context)`` for one kernel call.
+
+    The kernels split rows over ``n_threads`` OpenMP threads, each calling
+    BLAS single-threaded: no synchronisation per timestep, and no BLAS
+    thread pool spinning on the small per-step GEMMs (which collapsed under
+    contention from another process). ``n_threads`` obeys threadpoolctl: it
+    is at most the current BLAS limit and the OpenMP limit, so a user's
+    ``threadpool_limits(1)`` makes sklstm single-threaded. ``context`` holds
+    BLAS at one thread while the kernel runs.
+    """
+    controller = _blas_controller()
+    limit = min([max_threads()] + [lib.num_threads for lib in controller.lib_controllers])
+    work = n_rows * 4 * n_units * n_units
+    n_threads = int(max(1, min(limit, work // _MIN_WORK_PER_THREAD)))
+    # Even on one kernel thread, BLAS stays single-threaded: its thread pool
+    # on the small per-step GEMMs is what collapsed under contention.
+    if limit > 1:
+        return n_threads, _single_threaded_blas()
+    return 1, nullcontext()
 
 
 def _working_dtype(X):
@@ -76,10 +126,12 @@ class CPUBackend(LSTMBackend):
         c_n = np.empty((n_seq, n_units), dtype=dtype)
         step_gates = np.empty((n_seq, 4 * n_units), dtype=dtype)
 
-        lstm_forward(
-            X, lengths, W_ih, W_hh, bias, bool(reverse), bool(training),
-            gates, cells, hidden, h_n, c_n, step_gates,
-        )  # fmt: skip
+        n_threads, context = _thread_plan(n_seq, n_units)
+        with context:
+            lstm_forward(
+                X, lengths, W_ih, W_hh, bias, bool(reverse), bool(training),
+                gates, cells, hidden, h_n, c_n, step_gates, n_threads,
+            )  # fmt: skip
 
         cache = None
         if training:
@@ -103,8 +155,11 @@ class CPUBackend(LSTMBackend):
         dh_rec = np.empty((n_seq, n_units), dtype=dtype)
         dc_state = np.empty((n_seq, n_units), dtype=dtype)
 
-        lstm_backward(
-            X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
-            dX, dW_ih, dW_hh, dbias, dgates, dgates_step, dh_rec, dc_state,
-        )  # fmt: skip
+        n_threads, context = _thread_plan(n_seq, n_units)
+        with context:
+            lstm_backward(
+                X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
+                dX, dW_ih, dW_hh, dbias, dgates, dgates_step, dh_rec, dc_state,
+                n_threads,
+            )  # fmt: skip
         return dX, dW_ih, dW_hh, dbias

@@ -26,12 +26,16 @@ backend, ``sklstm/_backends/_cpu.py``, passes outputs and workspaces in).
 """
 
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.limits cimport INT_MAX
 from libc.math cimport isfinite
 from libc.string cimport memcpy, memset
 
 from ._activations cimport sigmoid, sigmoid_grad, tanh, tanh_grad
 from ._blas cimport gemm
+
+cdef extern from "<omp.h>":
+    int omp_get_max_threads() noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -48,6 +52,46 @@ cdef inline Py_ssize_t _n_active(const Py_ssize_t* lengths, Py_ssize_t n_seq,
         else:
             hi = mid
     return lo
+
+
+cdef inline Py_ssize_t _chunk(Py_ssize_t n, Py_ssize_t n_parts,
+                              Py_ssize_t part, Py_ssize_t align) noexcept nogil:
+    """Start of piece ``part`` of range(n) cut in ``n_parts`` near-equal
+    pieces, each a multiple of ``align`` long but the last; piece ``part``
+    is [_chunk(part), _chunk(part + 1))."""
+    cdef Py_ssize_t size = (n + n_parts - 1) // n_parts
+    size = (size + align - 1) // align * align
+    return min(n, part * size)
+
+
+cdef void _gemm_part(Py_ssize_t part, Py_ssize_t n_parts,
+                     bint trans_a, bint trans_b, int m, int n, int k,
+                     floating alpha, const floating* A, int lda,
+                     const floating* Bm, int ldb,
+                     floating beta, floating* C, int ldc) noexcept nogil:
+    """Rows [lo, hi) of the row-major ``C = alpha op(A) @ op(B) + beta C``.
+
+    The threads of a ``prange`` over ``part`` each compute their block of
+    rows of C with a single-threaded BLAS call; op(A) row r is row r of A,
+    or column r when A is transposed.
+    """
+    cdef Py_ssize_t lo = _chunk(m, n_parts, part, 16)
+    cdef Py_ssize_t hi = _chunk(m, n_parts, part + 1, 16)
+    if hi <= lo:
+        return
+    gemm(trans_a, trans_b, <int> (hi - lo), n, k, alpha,
+         A + lo if trans_a else A + lo * lda, lda, Bm, ldb,
+         beta, C + lo * ldc, ldc)
+
+
+cdef Py_ssize_t _row_parts(Py_ssize_t n_threads, Py_ssize_t B) noexcept nogil:
+    """Row blocks for the recurrence: at most one per thread, >= 8 rows each."""
+    return max(1, min(n_threads, B // 8))
+
+
+def max_threads():
+    """OpenMP's thread limit (what ``threadpoolctl`` sets for OpenMP)."""
+    return omp_get_max_threads()
 
 
 cdef inline void _cell_forward(
@@ -120,6 +164,172 @@ cdef inline void _cell_backward(
     # dc_prev = dc_t * f
     for j in range(H):
         dc[j] = dc[j] * gates[H + j]
+
+
+cdef void _forward_rows(
+    Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+    const Py_ssize_t* len_p, const floating* W_hh_p, const floating* bias_p,
+    bint reverse, bint training, bint store_hidden,
+    floating* gates_p, floating* cells_p, floating* hidden_p,
+    floating* h_p, floating* c_p, floating* step_p,
+) noexcept nogil:
+    """The recurrence of rows [b0, b1) over all steps (see lstm_forward).
+
+    Rows are independent, so each thread runs its own block of rows with no
+    synchronisation per step; every buffer it writes is indexed by row.
+    """
+    cdef Py_ssize_t G = 4 * H, s, b, t, row, n_s, hi
+    memset(h_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
+    memset(c_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
+    for s in range(T):
+        n_s = _n_active(len_p, B, s)
+        hi = min(b1, n_s)
+        if store_hidden and hi < b1:
+            # hidden[s, max(b0, n_s):b1] = 0  (padding rows of time s)
+            memset(hidden_p + (s * B + max(b0, n_s)) * H, 0,
+                   (b1 - max(b0, n_s)) * H * sizeof(floating))
+        if hi <= b0:
+            continue
+        if s == 0:
+            # h_prev is zero: step_gates[b0:hi] = 0
+            memset(step_p + b0 * G, 0, (hi - b0) * G * sizeof(floating))
+        else:
+            # step_gates[b0:hi] = h_state[b0:hi] @ W_hh.T
+            gemm(False, True, <int> (hi - b0), <int> G, <int> H,
+                 <floating> 1, h_p + b0 * H, <int> H, W_hh_p, <int> H,
+                 <floating> 0, step_p + b0 * G, <int> G)
+        for b in range(b0, hi):
+            t = len_p[b] - 1 - s if reverse else s
+            row = t * B + b
+            _cell_forward(H, gates_p + row * G, step_p + b * G, bias_p,
+                          c_p + b * H, h_p + b * H)
+            if training:
+                memcpy(cells_p + row * H, c_p + b * H, H * sizeof(floating))
+            if store_hidden:
+                memcpy(hidden_p + row * H, h_p + b * H, H * sizeof(floating))
+
+
+cdef void _backward_rows(
+    Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+    const Py_ssize_t* len_p, const floating* W_hh_p, bint reverse,
+    const floating* gates_p, const floating* cells_p,
+    const floating* dhidden_p, floating* dgates_p, floating* dstep_p,
+    floating* dh_p, floating* dc_p,
+) noexcept nogil:
+    """BPTT of rows [b0, b1) over all steps (see lstm_backward)."""
+    cdef Py_ssize_t G = 4 * H, s, b, t, row, n_s, hi
+    # Row offset from time t to the previously processed time (t -+ 1).
+    cdef Py_ssize_t prev_offset = B if reverse else -B
+    cdef const floating* step_rows
+    # Rows not running at step s+1 get no gradient from it.
+    memset(dh_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
+    memset(dc_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
+    for s in range(T - 1, -1, -1):
+        n_s = _n_active(len_p, B, s)
+        hi = min(b1, n_s)
+        if hi < b1:
+            # dgates[s, max(b0, n_s):b1] = 0  (padding rows of time s)
+            memset(dgates_p + (s * B + max(b0, n_s)) * G, 0,
+                   (b1 - max(b0, n_s)) * G * sizeof(floating))
+        if hi <= b0:
+            continue
+        for b in range(b0, hi):
+            t = len_p[b] - 1 - s if reverse else s
+            row = t * B + b
+            _cell_backward(
+                H, gates_p + row * G, cells_p + row * H,
+                cells_p + (row + prev_offset) * H if s > 0 else NULL,
+                dhidden_p + row * H, dh_p + b * H, dc_p + b * H,
+                dgates_p + row * G,
+            )
+            if reverse:
+                memcpy(dstep_p + b * G, dgates_p + row * G, G * sizeof(floating))
+        if s > 0:
+            # This step's dgates rows, contiguous: dgates[s, b0:hi] forward,
+            # the step buffer reverse.
+            step_rows = dstep_p if reverse else dgates_p + s * B * G
+            # dh_rec[b0:hi] = dgates_step[b0:hi] @ W_hh
+            gemm(False, False, <int> (hi - b0), <int> H, <int> G,
+                 <floating> 1, step_rows + b0 * G, <int> G, W_hh_p, <int> H,
+                 <floating> 0, dh_p + b0 * H, <int> H)
+
+
+cdef void _weight_grads(
+    Py_ssize_t part, Py_ssize_t n_parts,
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
+    const Py_ssize_t* len_p, const floating* X_p, const floating* W_ih_p,
+    bint reverse, bint finite_padding, const floating* hidden_p,
+    const floating* dgates_p, floating* dX_p, floating* dW_ih_p,
+    floating* dW_hh_p, floating* dbias_p,
+) noexcept nogil:
+    """Piece ``part`` of the gradients computed after the BPTT loop.
+
+    Piece k has rows [r0, r1) of dX and gate units [g0, g1) of dW_ih, dW_hh
+    and dbias; each is one single-threaded BLAS call per array, and the
+    pieces write disjoint memory, so a prange over ``part`` needs no lock.
+    """
+    cdef Py_ssize_t G = 4 * H, t, row, j, n_s
+    cdef Py_ssize_t g0 = _chunk(G, n_parts, part, 16)
+    cdef Py_ssize_t g1 = _chunk(G, n_parts, part + 1, 16)
+    cdef Py_ssize_t ng = g1 - g0
+    cdef const floating* drow
+
+    # dX.reshape(T*B, I) = dgates.reshape(T*B, 4H) @ W_ih
+    _gemm_part(part, n_parts, False, False, <int> (T * B), <int> n_in,
+               <int> G, <floating> 1, dgates_p, <int> G, W_ih_p, <int> n_in,
+               <floating> 0, dX_p, <int> n_in)
+    if ng <= 0:
+        return
+
+    if finite_padding:
+        # dW_ih[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].T @ X.reshape(T*B, I)
+        gemm(True, False, <int> ng, <int> n_in, <int> (T * B),
+             <floating> 1, dgates_p + g0, <int> G, X_p, <int> n_in,
+             <floating> 0, dW_ih_p + g0 * n_in, <int> n_in)
+    else:
+        # Non-finite padding in X would turn 0 * X into NaN: sum over the
+        # valid rows only, one time at a time.
+        memset(dW_ih_p + g0 * n_in, 0, ng * n_in * sizeof(floating))
+        for t in range(T):
+            n_s = _n_active(len_p, B, t)
+            if n_s > 0:
+                # dW_ih[g0:g1] += dgates[t, :n_t, g0:g1].T @ X[t, :n_t]
+                gemm(True, False, <int> ng, <int> n_in, <int> n_s,
+                     <floating> 1, dgates_p + t * B * G + g0, <int> G,
+                     X_p + t * B * n_in, <int> n_in,
+                     <floating> 1, dW_ih_p + g0 * n_in, <int> n_in)
+
+    # h_prev of the row at time t is hidden[t-1] forward, hidden[t+1]
+    # reverse, and zero at each sequence's first processed step. Pairing
+    # whole shifted time slices is exact: dgates is zero on padding rows,
+    # and the one valid row paired with a padding row (a reverse
+    # sequence's first step, t = lengths[b]-1, with hidden[t+1] padding)
+    # meets hidden = 0, its zero initial state.
+    if T == 1:
+        memset(dW_hh_p + g0 * H, 0, ng * H * sizeof(floating))
+    elif reverse:
+        # dW_hh[g0:g1] = dgates[:-1].reshape(-1, 4H)[:, g0:g1].T
+        #                @ hidden[1:].reshape(-1, H)
+        gemm(True, False, <int> ng, <int> H, <int> ((T - 1) * B),
+             <floating> 1, dgates_p + g0, <int> G, hidden_p + B * H, <int> H,
+             <floating> 0, dW_hh_p + g0 * H, <int> H)
+    else:
+        # dW_hh[g0:g1] = dgates[1:].reshape(-1, 4H)[:, g0:g1].T
+        #                @ hidden[:-1].reshape(-1, H)
+        gemm(True, False, <int> ng, <int> H, <int> ((T - 1) * B),
+             <floating> 1, dgates_p + B * G + g0, <int> G, hidden_p, <int> H,
+             <floating> 0, dW_hh_p + g0 * H, <int> H)
+
+    # dbias[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].sum(axis=0), valid rows
+    memset(dbias_p + g0, 0, ng * sizeof(floating))
+    for t in range(T):
+        n_s = _n_active(len_p, B, t)
+        for row in range(t * B, t * B + n_s):
+            drow = dgates_p + row * G
+            for j in range(g0, g1):
+                dbias_p[j] += drow[j]
 
 
 cdef bint _padding_is_finite(
@@ -199,6 +409,8 @@ def lstm_forward(
     floating[:, ::1] h_state,         # (B, H) out: h_n, h of the last step
     floating[:, ::1] c_state,         # (B, H) out: c_n, c of the last step
     floating[:, ::1] step_gates,      # (B, 4H) workspace: h_prev @ W_hh.T
+    int n_threads=1,                  # OpenMP threads; BLAS must then be
+                                      #   single-threaded (the caller's job)
 ):
     """LSTM forward over a minibatch, in place into the given arrays.
 
@@ -236,42 +448,37 @@ def lstm_forward(
     cdef floating* h_p = &h_state[0, 0]
     cdef floating* c_p = &c_state[0, 0]
     cdef floating* step_p = &step_gates[0, 0]
-    cdef Py_ssize_t s, b, t, row, n_s
+    cdef Py_ssize_t part, lo, hi
+    cdef Py_ssize_t n_parts = max(1, n_threads)
+    cdef Py_ssize_t n_blocks = _row_parts(n_threads, B)
 
     with nogil:
-        memset(h_p, 0, B * H * sizeof(floating))
-        memset(c_p, 0, B * H * sizeof(floating))
         if T > 0:
             # gates.reshape(T*B, 4H) = X.reshape(T*B, I) @ W_ih.T
-            gemm(False, True, <int> (T * B), <int> G, <int> n_in,
-                 <floating> 1, X_p, <int> n_in, W_ih_p, <int> n_in,
-                 <floating> 0, gates_p, <int> G)
-        for s in range(T):
-            n_s = _n_active(len_p, B, s)
-            if store_hidden and n_s < B:
-                # hidden[s, n_s:] = 0  (the padding rows of time s)
-                memset(hidden_p + (s * B + n_s) * H, 0,
-                       (B - n_s) * H * sizeof(floating))
-            if n_s == 0:
-                continue
-            if s == 0:
-                # h_prev is zero: step_gates[:n_s] = 0
-                memset(step_p, 0, n_s * G * sizeof(floating))
+            if n_parts == 1:
+                gemm(False, True, <int> (T * B), <int> G, <int> n_in,
+                     <floating> 1, X_p, <int> n_in, W_ih_p, <int> n_in,
+                     <floating> 0, gates_p, <int> G)
             else:
-                # step_gates[:n_s] = h_state[:n_s] @ W_hh.T
-                gemm(False, True, <int> n_s, <int> G, <int> H,
-                     <floating> 1, h_p, <int> H, W_hh_p, <int> H,
-                     <floating> 0, step_p, <int> G)
-            for b in range(n_s):
-                t = len_p[b] - 1 - s if reverse else s
-                row = t * B + b
-                _cell_forward(H, gates_p + row * G, step_p + b * G, bias_p,
-                              c_p + b * H, h_p + b * H)
-                if training:
-                    memcpy(cells_p + row * H, c_p + b * H, H * sizeof(floating))
-                if store_hidden:
-                    memcpy(hidden_p + row * H, h_p + b * H, H * sizeof(floating))
-
+                for part in prange(n_parts, num_threads=n_parts,
+                                   schedule="static"):
+                    _gemm_part(part, n_parts, False, True, <int> (T * B),
+                               <int> G, <int> n_in, <floating> 1, X_p,
+                               <int> n_in, W_ih_p, <int> n_in,
+                               <floating> 0, gates_p, <int> G)
+        if n_blocks == 1:
+            _forward_rows(0, B, T, B, H, len_p, W_hh_p, bias_p, reverse,
+                          training, store_hidden, gates_p, cells_p, hidden_p,
+                          h_p, c_p, step_p)
+        else:
+            for part in prange(n_blocks, num_threads=n_blocks,
+                               schedule="static"):
+                lo = _chunk(B, n_blocks, part, 1)
+                hi = _chunk(B, n_blocks, part + 1, 1)
+                if hi > lo:
+                    _forward_rows(lo, hi, T, B, H, len_p, W_hh_p, bias_p,
+                                  reverse, training, store_hidden, gates_p,
+                                  cells_p, hidden_p, h_p, c_p, step_p)
 
 def lstm_backward(
     const floating[:, :, ::1] X,        # (T, B, I) the forward input
@@ -293,6 +500,8 @@ def lstm_backward(
     floating[:, ::1] dgates_step,       # (B, 4H) workspace (reverse only)
     floating[:, ::1] dh_rec,            # (B, H) workspace: dL/dh_prev
     floating[:, ::1] dc_state,          # (B, H) workspace: dL/dc_prev
+    int n_threads=1,                    # OpenMP threads; BLAS must then be
+                                        #   single-threaded (the caller's job)
 ):
     """Backpropagation through time, in place into the given arrays."""
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
@@ -332,95 +541,35 @@ def lstm_backward(
     cdef floating* dstep_p = &dgates_step[0, 0]
     cdef floating* dh_p = &dh_rec[0, 0]
     cdef floating* dc_p = &dc_state[0, 0]
-    # Row offset from time t to the previously processed time (t -+ 1).
-    cdef Py_ssize_t prev_offset = B if reverse else -B
-    cdef Py_ssize_t s, b, t, j, row, n_s
-    cdef const floating* step_rows
-    cdef const floating* drow
+    cdef Py_ssize_t part, lo, hi
+    cdef Py_ssize_t n_parts = max(1, n_threads)
+    cdef Py_ssize_t n_blocks = _row_parts(n_threads, B)
+    cdef bint finite
 
     with nogil:
-        # Rows not running at step s+1 get no gradient from it.
-        memset(dh_p, 0, B * H * sizeof(floating))
-        memset(dc_p, 0, B * H * sizeof(floating))
-        for s in range(T - 1, -1, -1):
-            n_s = _n_active(len_p, B, s)
-            if n_s < B:
-                # dgates[s, n_s:] = 0  (the padding rows of time s)
-                memset(dgates_p + (s * B + n_s) * G, 0,
-                       (B - n_s) * G * sizeof(floating))
-            if n_s == 0:
-                continue
-            for b in range(n_s):
-                t = len_p[b] - 1 - s if reverse else s
-                row = t * B + b
-                _cell_backward(
-                    H, gates_p + row * G, cells_p + row * H,
-                    cells_p + (row + prev_offset) * H if s > 0 else NULL,
-                    dhidden_p + row * H, dh_p + b * H, dc_p + b * H,
-                    dgates_p + row * G,
-                )
-                if reverse:
-                    memcpy(dstep_p + b * G, dgates_p + row * G, G * sizeof(floating))
-            if s > 0:
-                # This step's dgates rows, contiguous: dgates[s, :n_s] forward,
-                # the step buffer reverse.
-                step_rows = dstep_p if reverse else dgates_p + s * B * G
-                # dh_rec[:n_s] = dgates_step[:n_s] @ W_hh
-                gemm(False, False, <int> n_s, <int> H, <int> G,
-                     <floating> 1, step_rows, <int> G, W_hh_p, <int> H,
-                     <floating> 0, dh_p, <int> H)
-
-        # dX.reshape(T*B, I) = dgates.reshape(T*B, 4H) @ W_ih
-        gemm(False, False, <int> (T * B), <int> n_in, <int> G,
-             <floating> 1, dgates_p, <int> G, W_ih_p, <int> n_in,
-             <floating> 0, dX_p, <int> n_in)
-
-        if _padding_is_finite(X_p, len_p, T, B, n_in):
-            # dW_ih = dgates.reshape(T*B, 4H).T @ X.reshape(T*B, I)
-            gemm(True, False, <int> G, <int> n_in, <int> (T * B),
-                 <floating> 1, dgates_p, <int> G, X_p, <int> n_in,
-                 <floating> 0, dW_ih_p, <int> n_in)
+        if n_blocks == 1:
+            _backward_rows(0, B, T, B, H, len_p, W_hh_p, reverse, gates_p,
+                           cells_p, dhidden_p, dgates_p, dstep_p, dh_p, dc_p)
         else:
-            # Non-finite padding in X would turn 0 * X into NaN: sum over the
-            # valid rows only, one time at a time.
-            memset(dW_ih_p, 0, G * n_in * sizeof(floating))
-            for t in range(T):
-                n_s = _n_active(len_p, B, t)
-                if n_s > 0:
-                    # dW_ih += dgates[t, :n_t].T @ X[t, :n_t]
-                    gemm(True, False, <int> G, <int> n_in, <int> n_s,
-                         <floating> 1, dgates_p + t * B * G, <int> G,
-                         X_p + t * B * n_in, <int> n_in,
-                         <floating> 1, dW_ih_p, <int> n_in)
-
-        # h_prev of the row at time t is hidden[t-1] forward, hidden[t+1]
-        # reverse, and zero at each sequence's first processed step. Pairing
-        # whole shifted time slices is exact: dgates is zero on padding rows,
-        # and the one valid row paired with a padding row (a reverse
-        # sequence's first step, t = lengths[b]-1, with hidden[t+1] padding)
-        # meets hidden = 0, its zero initial state.
-        if T == 1:
-            memset(dW_hh_p, 0, G * H * sizeof(floating))
-        elif reverse:
-            # dW_hh = dgates[:-1].reshape(-1, 4H).T @ hidden[1:].reshape(-1, H)
-            gemm(True, False, <int> G, <int> H, <int> ((T - 1) * B),
-                 <floating> 1, dgates_p, <int> G, hidden_p + B * H, <int> H,
-                 <floating> 0, dW_hh_p, <int> H)
+            for part in prange(n_blocks, num_threads=n_blocks,
+                               schedule="static"):
+                lo = _chunk(B, n_blocks, part, 1)
+                hi = _chunk(B, n_blocks, part + 1, 1)
+                if hi > lo:
+                    _backward_rows(lo, hi, T, B, H, len_p, W_hh_p, reverse,
+                                   gates_p, cells_p, dhidden_p, dgates_p,
+                                   dstep_p, dh_p, dc_p)
+        finite = _padding_is_finite(X_p, len_p, T, B, n_in)
+        if n_parts == 1:
+            _weight_grads(0, 1, T, B, H, n_in, len_p, X_p, W_ih_p, reverse,
+                          finite, hidden_p, dgates_p, dX_p, dW_ih_p, dW_hh_p,
+                          dbias_p)
         else:
-            # dW_hh = dgates[1:].reshape(-1, 4H).T @ hidden[:-1].reshape(-1, H)
-            gemm(True, False, <int> G, <int> H, <int> ((T - 1) * B),
-                 <floating> 1, dgates_p + B * G, <int> G, hidden_p, <int> H,
-                 <floating> 0, dW_hh_p, <int> H)
-
-        # dbias = dgates.reshape(T*B, 4H).sum(axis=0), over the valid rows
-        memset(dbias_p, 0, G * sizeof(floating))
-        for t in range(T):
-            n_s = _n_active(len_p, B, t)
-            for row in range(t * B, t * B + n_s):
-                drow = dgates_p + row * G
-                for j in range(G):
-                    dbias_p[j] += drow[j]
-
+            for part in prange(n_parts, num_threads=n_parts,
+                               schedule="static"):
+                _weight_grads(part, n_parts, T, B, H, n_in, len_p, X_p,
+                              W_ih_p, reverse, finite, hidden_p, dgates_p,
+                              dX_p, dW_ih_p, dW_hh_p, dbias_p)
 
 def _activations_memview(
     const floating[::1] x,            # (n,)
