@@ -53,7 +53,7 @@ WORKLOADS = {
 }
 # --quick keeps T, F, H and the batch size (so the per-batch work is the
 # same) and cuts N.
-QUICK_N = {"W1": 1000, "W2": 512, "W3": 256, "W4": 512}
+QUICK_N = {"W1": 1000, "W2": 512, "W3": 128, "W4": 256}
 SIDES = ("sklstm", "torch", "keras")
 INFER_BATCH = 1024  # torch and keras inference batch; sklstm chooses its own
 
