@@ -5,8 +5,10 @@ The build runs ``python -m sphinx -W -b html`` on a copy of ``docs/`` and
 land in the working tree), which also executes every ``examples/plot_*.py``.
 """
 
+import doctest
 import importlib
 import os
+import warnings
 import pathlib
 import re
 import shutil
@@ -47,6 +49,18 @@ def test_every_example_has_a_gallery_title():
         match = re.match(r'"""\n(.+)\n(=+)\n', text)
         assert match, f"{script.name}: start with a docstring title for the gallery"
         assert len(match.group(2)) >= len(match.group(1)), script.name
+
+
+@pytest.mark.parametrize(
+    "page", sorted(p for p in DOCS.rglob("*.rst") if ">>>" in p.read_text()),
+    ids=lambda path: str(path.relative_to(DOCS)),
+)
+def test_code_in_the_pages_runs(page):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning of tiny fits
+        result = doctest.testfile(str(page), module_relative=False,
+                                  optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
 
 
 def test_sphinx_build_has_no_warnings(tmp_path):
