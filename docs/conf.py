@@ -8,8 +8,11 @@ time and are not kept in git.
 
 import os
 import re
+import sys
 
 import sklstm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _gallery_order
 
 # The gallery runs the examples in this process: never open a window.
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -55,6 +58,7 @@ sphinx_gallery_conf = {
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
     "ignore_pattern": r"__init__\.py",
+    "within_subsection_order": "_gallery_order.ExampleOrder",
     # "Examples using ..." lists at the end of each API page.
     "doc_module": ("sklstm",),
     "backreferences_dir": "generated/backrefs",
