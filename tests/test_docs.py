@@ -8,12 +8,12 @@ land in the working tree), which also executes every ``examples/plot_*.py``.
 import doctest
 import importlib
 import os
-import warnings
 import pathlib
 import re
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 
