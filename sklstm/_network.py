@@ -33,8 +33,9 @@ All parameters live in one flat buffer, in this order: for each layer, for
 each direction (forward, then reverse), ``W_ih (4H, I)``, ``W_hh (4H, H)``,
 ``b_ih (4H,)``, ``b_hh (4H,)`` (with ``proj_size=P``: ``W_hh (4H, P)`` and
 then ``W_hr (P, H)``, the projection ``h_t = (o * tanh(c_t)) @ W_hr.T``); then
-the head ``W_out (n_outputs, D)`` and ``b_out (n_outputs,)``. Gradients use the same layout, so the optimizer,
-gradient clipping, L2 and finite differences each touch one array.
+the head ``W_out (n_outputs, D)`` and ``b_out (n_outputs,)``. Gradients use
+the same layout, so the optimizer, gradient clipping, L2 and finite
+differences each touch one array.
 """
 
 from dataclasses import dataclass
