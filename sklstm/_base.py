@@ -64,6 +64,7 @@ class BaseLSTM(BaseEstimator, ABC):
         ],
         "bidirectional": ["boolean"],
         "output": [StrOptions({"last", "sequence"})],
+        "proj_size": [Interval(Integral, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "solver": [StrOptions({"adam", "sgd"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
@@ -97,6 +98,7 @@ class BaseLSTM(BaseEstimator, ABC):
         *,
         bidirectional=False,
         output="last",
+        proj_size=0,
         dropout=0.0,
         solver="adam",
         alpha=0.0001,
@@ -123,6 +125,7 @@ class BaseLSTM(BaseEstimator, ABC):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.bidirectional = bidirectional
         self.output = output
+        self.proj_size = proj_size
         self.dropout = dropout
         self.solver = solver
         self.alpha = alpha
@@ -180,6 +183,11 @@ class BaseLSTM(BaseEstimator, ABC):
                 "hidden_layer_sizes must be a positive int or a non-empty "
                 f"sequence of positive ints, got {self.hidden_layer_sizes!r}."
             )
+        if self.proj_size and self.proj_size >= min(sizes):
+            raise ValueError(
+                f"proj_size={self.proj_size} must be smaller than every hidden "
+                f"layer size, got hidden_layer_sizes={sizes}."
+            )
         return tuple(int(size) for size in sizes)
 
     def _network(self):
@@ -226,15 +234,17 @@ class BaseLSTM(BaseEstimator, ABC):
 
     def _check_continuable(self, network, layer_sizes, n_outputs, how):
         """A warm start must not change the shape of the model."""
-        if (layer_sizes, bool(self.bidirectional), self.output) != (
-            network.hidden_layer_sizes, network.n_directions == 2, network.output
-        ):
+        if (layer_sizes, bool(self.bidirectional), self.output,
+                self.proj_size) != (network.hidden_layer_sizes,
+                                    network.n_directions == 2, network.output,
+                                    network.proj_size):
             raise ValueError(
                 f"{how} continues the fitted model, whose architecture is "
                 f"hidden_layer_sizes={network.hidden_layer_sizes}, bidirectional="
-                f"{network.n_directions == 2}, output={network.output!r}; got "
-                f"hidden_layer_sizes={layer_sizes}, bidirectional="
-                f"{self.bidirectional}, output={self.output!r}. Fit a new "
+                f"{network.n_directions == 2}, output={network.output!r}, "
+                f"proj_size={network.proj_size}; got hidden_layer_sizes="
+                f"{layer_sizes}, bidirectional={self.bidirectional}, output="
+                f"{self.output!r}, proj_size={self.proj_size}. Fit a new "
                 "model (warm_start=False) to change the architecture."
             )
         if n_outputs != network.n_outputs:
@@ -247,6 +257,11 @@ class BaseLSTM(BaseEstimator, ABC):
         how = "partial_fit" if incremental else "fit with warm_start=True"
         continuing = (incremental or self.warm_start) and hasattr(self, "_params")
         layer_sizes = self._layer_sizes()
+        if self.dropout > 0 and len(layer_sizes) == 1:
+            warnings.warn(
+                f"dropout={self.dropout} has no effect with one LSTM layer: it "
+                "acts on the outputs of every layer but the last.", UserWarning
+            )
         X, lengths = check_sequences(self, X, reset=not continuing)
         if y is None:
             raise ValueError(
@@ -304,7 +319,7 @@ class BaseLSTM(BaseEstimator, ABC):
             network_spec = dict(
                 n_features=X.shape[2], hidden_layer_sizes=layer_sizes,
                 n_outputs=Y.shape[-1], bidirectional=bool(self.bidirectional),
-                loss=loss_name, output=self.output,
+                loss=loss_name, output=self.output, proj_size=self.proj_size,
             )
             network = LSTMNetwork(**network_spec)
             rng = check_random_state(self.random_state)

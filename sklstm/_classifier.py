@@ -32,6 +32,11 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         'last' predicts one value per sequence from its last valid hidden
         state; 'sequence' predicts one per timestep (``y`` then has a target
         per timestep, and padding is masked out of the loss).
+    proj_size : int, default=0
+        If positive, each layer projects its hidden state to ``proj_size``
+        values, ``h_t = (o * tanh(c_t)) @ W_hr.T``, as PyTorch's
+        ``nn.LSTM(proj_size=...)``; it must be smaller than every hidden layer
+        size. Fewer recurrent weights, a smaller output per layer.
     dropout : float, default=0.0
         Probability of zeroing an output of each layer but the last, during
         training.
@@ -115,7 +120,7 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
     n_features_in_ : int
         Features per timestep for 3-D or list input; for 2-D (univariate)
         input, the number of columns, i.e. timesteps.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, when ``X`` is a DataFrame.
 
     See Also
@@ -147,6 +152,7 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         *,
         bidirectional=False,
         output="last",
+        proj_size=0,
         dropout=0.0,
         solver="adam",
         alpha=0.0001,
@@ -176,6 +182,7 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
             hidden_layer_sizes=hidden_layer_sizes,
             bidirectional=bidirectional,
             output=output,
+            proj_size=proj_size,
             dropout=dropout,
             solver=solver,
             alpha=alpha,

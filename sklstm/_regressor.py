@@ -26,6 +26,11 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         'last' predicts one value per sequence from its last valid hidden
         state; 'sequence' predicts one per timestep (``y`` then has a target
         per timestep, and padding is masked out of the loss).
+    proj_size : int, default=0
+        If positive, each layer projects its hidden state to ``proj_size``
+        values, ``h_t = (o * tanh(c_t)) @ W_hr.T``, as PyTorch's
+        ``nn.LSTM(proj_size=...)``; it must be smaller than every hidden layer
+        size. Fewer recurrent weights, a smaller output per layer.
     dropout : float, default=0.0
         Probability of zeroing an output of each layer but the last, during
         training.
@@ -104,7 +109,7 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
     n_features_in_ : int
         Features per timestep for 3-D or list input; for 2-D (univariate)
         input, the number of columns, i.e. timesteps.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, when ``X`` is a DataFrame.
 
     See Also
@@ -136,6 +141,7 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         *,
         bidirectional=False,
         output="last",
+        proj_size=0,
         dropout=0.0,
         solver="adam",
         alpha=0.0001,
@@ -163,6 +169,7 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
             hidden_layer_sizes=hidden_layer_sizes,
             bidirectional=bidirectional,
             output=output,
+            proj_size=proj_size,
             dropout=dropout,
             solver=solver,
             alpha=alpha,

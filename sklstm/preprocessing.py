@@ -74,7 +74,7 @@ class SequenceScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Features per timestep for 3-D or list input; for 2-D (univariate)
         input, the number of columns, i.e. timesteps, as in the sklstm
         estimators.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, when ``X`` is a DataFrame of univariate sequences.
 
     See Also

@@ -1,5 +1,6 @@
 """Every example script runs to the end."""
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -13,7 +14,9 @@ EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py
 def test_example_runs(script):
     if script.name.startswith("dask"):
         pytest.importorskip("distributed")
+    # Agg: plt.show() must not open (and wait on) a window.
     result = subprocess.run([sys.executable, str(script)], capture_output=True,
-                            text=True, timeout=300, cwd=script.parent)
+                            text=True, timeout=300, cwd=script.parent,
+                            env=dict(os.environ, MPLBACKEND="Agg"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip(), "an example should print what it found"

@@ -107,3 +107,15 @@ def test_invalid_parameters_are_rejected_at_fit(rng):
         model = LSTMRegressor(**params)  # __init__ stores, never validates
         with pytest.raises(ValueError):
             model.fit(X, y)
+
+
+def test_proj_size_must_be_smaller_than_the_layers(rng):
+    X, y = rng.randn(10, 3, 1), rng.randn(10)
+    with pytest.raises(ValueError, match="proj_size=4 must be smaller"):
+        LSTMRegressor(hidden_layer_sizes=(8, 4), proj_size=4).fit(X, y)
+
+
+def test_dropout_with_one_layer_warns(rng):
+    X, y = rng.randn(10, 3, 1), rng.randn(10)
+    with pytest.warns(UserWarning, match="no effect with one LSTM layer"):
+        LSTMRegressor(hidden_layer_sizes=(3,), dropout=0.2, max_iter=1).fit(X, y)
