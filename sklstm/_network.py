@@ -51,12 +51,9 @@ class _Slot:
 
     name: str  # PyTorch state-dict key
     start: int
+    stop: int  # stored, not derived: views are cut from it every minibatch
     shape: tuple
     is_weight: bool  # weights get L2 regularisation, biases do not
-
-    @property
-    def stop(self):
-        return self.start + int(np.prod(self.shape))
 
 
 class LSTMNetwork:
@@ -96,7 +93,8 @@ class LSTMNetwork:
 
         def add(name, shape, is_weight):
             nonlocal offset
-            slot = _Slot(name, offset, tuple(shape), is_weight)
+            size = int(np.prod(shape))
+            slot = _Slot(name, offset, offset + size, tuple(shape), is_weight)
             offset = slot.stop
             return slot
 
