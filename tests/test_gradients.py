@@ -137,7 +137,7 @@ def test_sequence_output_gradient_matches_finite_differences(
     _assert_gradient_is_exact(network, backend, params, X, lengths, Y, weights)
 
 
-@pytest.mark.parametrize("backend_name", ["reference"])
+@pytest.mark.parametrize("backend_name", ["reference", "cpu"])
 @pytest.mark.parametrize("output", ["last", "sequence"])
 @pytest.mark.parametrize("hidden_layer_sizes, bidirectional",
                          [((4,), False), ((4, 3), True)])

@@ -332,23 +332,34 @@ def test_threads_run_concurrently_and_agree():
             np.testing.assert_allclose(actual, expected, **TOL[np.float64])
 
 
-def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads):
+def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
+                 W_hr=None):
     """lstm_forward + lstm_backward called directly with ``n_threads``."""
     T, B, n_in = X.shape
-    H = W_hh.shape[1]
+    P = W_hh.shape[1]
+    H = P if W_hr is None else W_hr.shape[1]
     dtype = X.dtype
+    fwd_proj, bwd_proj, grads = {}, {}, []
+    if W_hr is not None:
+        fwd_proj = dict(W_hr=W_hr, m_step=np.empty((B, H), dtype))
+        grads = [np.empty(W_hr.shape, dtype)]
+        bwd_proj = dict(W_hr=W_hr, dW_hr=grads[0],
+                        dh_seq=np.empty((T, B, P), dtype),
+                        m_seq=np.empty((T, B, H), dtype),
+                        dh_step=np.empty((B, P), dtype),
+                        dm_step=np.empty((B, H), dtype))
     gates = np.empty((T, B, 4 * H), dtype)
-    cells, hidden = np.empty((T, B, H), dtype), np.empty((T, B, H), dtype)
-    h_n, c_n = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    cells, hidden = np.empty((T, B, H), dtype), np.empty((T, B, P), dtype)
+    h_n, c_n = np.empty((B, P), dtype), np.empty((B, H), dtype)
     _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, reverse, True, gates,
                             cells, hidden, h_n, c_n, np.empty((B, 4 * H), dtype),
-                            n_threads)
+                            n_threads, **fwd_proj)
     grads = [np.empty(X.shape, dtype), np.empty(W_ih.shape, dtype),
-             np.empty(W_hh.shape, dtype), np.empty(4 * H, dtype)]
+             np.empty(W_hh.shape, dtype), np.empty(4 * H, dtype)] + grads
     _lstm_fast.lstm_backward(
-        X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden, *grads,
-        np.empty((T, B, 4 * H), dtype), np.empty((B, 4 * H), dtype),
-        np.empty((B, H), dtype), np.empty((B, H), dtype), n_threads,
+        X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
+        *grads[:4], np.empty((T, B, 4 * H), dtype), np.empty((B, 4 * H), dtype),
+        np.empty((B, P), dtype), np.empty((B, H), dtype), n_threads, **bwd_proj,
     )
     return [hidden, h_n, c_n] + grads
 
@@ -378,3 +389,137 @@ def test_thread_plan_obeys_threadpool_limits():
     with threadpool_limits(1):
         assert _thread_plan(4096, 512)[0] == 1
     assert _thread_plan(8, 4)[0] == 1  # too little work to split
+
+
+# ---------------------------------------------------------------------------
+# Projection (PyTorch's proj_size): W_hr (P, H), W_hh (4H, P), h of width P.
+
+
+def _projected_problem(T, n_in, H, P, lengths, dtype, seed=0):
+    X, lengths, W_ih, _, bias, _ = _problem(T, n_in, H, lengths, dtype, seed)
+    rng = np.random.default_rng(seed + 100)
+    W_hh = (0.5 * rng.standard_normal((4 * H, P))).astype(dtype)
+    W_hr = (0.5 * rng.standard_normal((P, H))).astype(dtype)
+    dhidden = rng.standard_normal((T, len(lengths), P)).astype(dtype)
+    return X, lengths, W_ih, W_hh, bias, W_hr, dhidden
+
+
+# (T, n_in, H, P, lengths)
+PROJ_CASES = {
+    "equal": (7, 3, 5, 2, [7, 7, 7, 7]),
+    "variable": (9, 4, 6, 3, [9, 8, 8, 5, 3, 1, 1]),
+    "one_step": (1, 3, 4, 1, [1, 1, 1]),
+    "P_equals_H": (5, 2, 3, 3, [5, 4, 2]),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", list(PROJ_CASES))
+def test_projection_matches_reference(case, reverse, dtype):
+    T, n_in, H, P, lengths = PROJ_CASES[case]
+    X, lengths, W_ih, W_hh, bias, W_hr, dhidden = _projected_problem(
+        T, n_in, H, P, lengths, dtype
+    )
+    args = (X, lengths, W_ih, W_hh, bias, reverse)
+
+    hidden, h_n, c_n, cache = CPUBackend().forward(*args, W_hr=W_hr)
+    ref = ReferenceBackend().forward(*args, W_hr=W_hr)
+    assert hidden.shape == (T, len(lengths), P)
+    assert h_n.shape == (len(lengths), P) and c_n.shape == (len(lengths), H)
+    for actual, expected in zip((hidden, h_n, c_n), ref[:3]):
+        _assert_close(actual, expected, dtype)
+    assert not hidden[_padding_mask(T, lengths)].any()
+
+    grads = CPUBackend().backward(dhidden, cache)
+    ref_grads = ReferenceBackend().backward(dhidden, ref[3])
+    assert len(grads) == 5  # dX, dW_ih, dW_hh, dbias, dW_hr
+    for actual, expected in zip(grads, ref_grads):
+        _assert_close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("case", ["equal", "variable"])
+def test_projection_inference_matches_training(case, reverse, dtype):
+    T, n_in, H, P, lengths = PROJ_CASES[case]
+    X, lengths, W_ih, W_hh, bias, W_hr, _ = _projected_problem(
+        T, n_in, H, P, lengths, dtype
+    )
+    args = (X, lengths, W_ih, W_hh, bias, reverse)
+    backend = CPUBackend()
+    hidden, h_n, c_n, _ = backend.forward(*args, W_hr=W_hr)
+    inf_hidden, inf_h_n, inf_c_n, inf_cache = backend.forward(
+        *args, training=False, W_hr=W_hr
+    )
+    assert inf_cache is None
+    for actual, expected in zip((inf_hidden, inf_h_n, inf_c_n), (hidden, h_n, c_n)):
+        np.testing.assert_array_equal(actual, expected)
+    none_hidden, seq_h_n, seq_c_n, seq_cache = backend.forward(
+        *args, training=False, return_sequences=False, W_hr=W_hr
+    )
+    assert none_hidden is None and seq_cache is None
+    np.testing.assert_array_equal(seq_h_n, h_n)
+    np.testing.assert_array_equal(seq_c_n, c_n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_projection_padding_is_ignored(reverse, dtype):
+    T, n_in, H, P, lengths = PROJ_CASES["variable"]
+    X, lengths, W_ih, W_hh, bias, W_hr, dhidden = _projected_problem(
+        T, n_in, H, P, lengths, dtype
+    )
+    pad = _padding_mask(T, lengths)
+    backend = CPUBackend()
+    out = backend.forward(X, lengths, W_ih, W_hh, bias, reverse, W_hr=W_hr)
+    grads = backend.backward(dhidden, out[3])
+    assert not grads[0][pad].any()  # dX
+    X[pad] = np.nan
+    dhidden[pad] = np.nan
+    out_nan = backend.forward(X, lengths, W_ih, W_hh, bias, reverse, W_hr=W_hr)
+    grads_nan = backend.backward(dhidden, out_nan[3])
+    for actual, expected in zip(out_nan[:3] + grads_nan, out[:3] + grads):
+        np.testing.assert_allclose(actual, expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_projection_threaded_kernels_match_single_thread(reverse, dtype):
+    # P = 17 > 16 puts rows of dW_hr in both threads' pieces.
+    rng = np.random.default_rng(2)
+    lengths = np.sort(rng.integers(0, 9, size=37))[::-1].copy()
+    lengths[0] = 9
+    X, lengths, W_ih, W_hh, bias, W_hr, dhidden = _projected_problem(
+        9, 5, 24, 17, lengths, dtype
+    )
+    X[_padding_mask(9, lengths)] = np.nan
+    args = (X, lengths, W_ih, W_hh, bias, dhidden, reverse)
+    expected = _run_kernels(*args, 1, W_hr=W_hr)
+    actual = _run_kernels(*args, 2, W_hr=W_hr)
+    assert len(actual) == 8
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, **TOL[dtype])
+    ref = ReferenceBackend().forward(*args[:5], reverse, W_hr=W_hr)
+    ref_grads = ReferenceBackend().backward(dhidden, ref[3])
+    for a, e in zip(actual, ref[:3] + ref_grads):
+        np.testing.assert_allclose(a, e, **TOL[dtype])
+
+
+def test_projection_bad_shapes_raise():
+    X, lengths, W_ih, W_hh, bias, W_hr, _ = _projected_problem(
+        5, 2, 4, 3, [5, 5], np.float64
+    )
+    with pytest.raises(ValueError, match="W_hr"):
+        CPUBackend().forward(X, lengths, W_ih, W_hh, bias, W_hr=W_hr[:, :-1])
+    with pytest.raises(ValueError, match="W_hr"):
+        CPUBackend().forward(X, lengths, W_ih, W_hh, bias, W_hr=W_hr[:-1])
+    with pytest.raises(ValueError, match="W_ih has shape"):
+        CPUBackend().forward(X, lengths, W_ih, W_hh, bias)  # W_hr forgotten
+    B, H = len(lengths), 4
+    with pytest.raises(ValueError, match="m_step"):
+        _lstm_fast.lstm_forward(
+            X, lengths, W_ih, W_hh, bias, False, False,
+            np.empty((5, B, 4 * H)), None, None, np.empty((B, 3)),
+            np.empty((B, H)), np.empty((B, 4 * H)), 1, W_hr=W_hr,
+        )  # fmt: skip

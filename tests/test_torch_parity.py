@@ -413,7 +413,7 @@ def test_sequence_output_matches_torch(backend_name, dtype, loss, n_layers,
 
 
 # ------------------------------------------------------- 5. proj_size
-@pytest.mark.parametrize("backend_name", ["reference"])
+@pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_layers, bidirectional", [(1, False), (2, True)])
 @pytest.mark.parametrize("output", ["last", "sequence"])

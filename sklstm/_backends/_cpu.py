@@ -40,8 +40,12 @@ def _single_threaded_blas():
         yield
 
 
-def _thread_plan(n_rows, n_units):
+def _thread_plan(n_rows, n_units, n_out=None):
     """``(n_threads, context)`` for one kernel call.
+
+    ``n_out`` is the width of ``h`` with a projection (``proj_size``); the
+    work per step is then the recurrent GEMM (4H x P) and the projection
+    GEMM (P x H).
 
     The kernels split rows over ``n_threads`` OpenMP threads, each calling
     BLAS single-threaded: no synchronisation per timestep, and no BLAS
@@ -53,7 +57,10 @@ def _thread_plan(n_rows, n_units):
     """
     controller = _blas_controller()
     limit = min([max_threads()] + [lib.num_threads for lib in controller.lib_controllers])
-    work = n_rows * 4 * n_units * n_units
+    if n_out is None:
+        work = n_rows * 4 * n_units * n_units
+    else:
+        work = n_rows * 5 * n_units * n_out
     n_threads = int(max(1, min(limit, work // _MIN_WORK_PER_THREAD)))
     # Even on one kernel thread, BLAS stays single-threaded: its thread pool
     # on the small per-step GEMMs is what collapsed under contention.
@@ -88,6 +95,7 @@ class CPUBackend(LSTMBackend):
         reverse=False,
         training=True,
         return_sequences=True,
+        W_hr=None,
     ):
         """Run one layer-direction over a minibatch; see ``LSTMBackend``.
 
@@ -99,11 +107,17 @@ class CPUBackend(LSTMBackend):
             When False, ``hidden`` is returned as None (only ``h_n`` and
             ``c_n`` are wanted, e.g. the last layer at inference); with
             ``training=False`` the kernel then does not write it at all.
+        W_hr : ndarray of shape (P, H), default=None
+            The projection of PyTorch's ``proj_size``; ``W_hh`` is then
+            (4H, P). Training stores the same arrays as without it (gates,
+            cells, and ``hidden`` of width P): backward recomputes the cell
+            output ``o * tanh(c_t)`` from them.
 
         Returns
         -------
-        hidden : ndarray of shape (T, B, H), or None
-        h_n, c_n : ndarray of shape (B, H)
+        hidden : ndarray of shape (T, B, P), or None
+        h_n : ndarray of shape (B, P)
+        c_n : ndarray of shape (B, H)
         cache : tuple or None
         """
         dtype = _working_dtype(X)
@@ -113,7 +127,16 @@ class CPUBackend(LSTMBackend):
         W_hh = np.ascontiguousarray(W_hh, dtype=dtype)
         bias = np.ascontiguousarray(bias, dtype=dtype).reshape(-1)
         n_steps, n_seq, _ = X.shape
-        n_units = W_hh.shape[1]
+        n_out = W_hh.shape[1]  # P: proj_size with a projection, else H
+        projection = {}
+        if W_hr is None:
+            n_units = n_out
+        else:
+            W_hr = np.ascontiguousarray(W_hr, dtype=dtype)
+            n_units = W_hr.shape[1]
+            projection = dict(
+                W_hr=W_hr, m_step=np.empty((n_seq, n_units), dtype=dtype)
+            )
 
         gates = np.empty((n_steps, n_seq, 4 * n_units), dtype=dtype)
         cells = None
@@ -121,30 +144,41 @@ class CPUBackend(LSTMBackend):
         if training:
             cells = np.empty((n_steps, n_seq, n_units), dtype=dtype)
         if training or return_sequences:
-            hidden = np.empty((n_steps, n_seq, n_units), dtype=dtype)
-        h_n = np.empty((n_seq, n_units), dtype=dtype)
+            hidden = np.empty((n_steps, n_seq, n_out), dtype=dtype)
+        h_n = np.empty((n_seq, n_out), dtype=dtype)
         c_n = np.empty((n_seq, n_units), dtype=dtype)
         step_gates = np.empty((n_seq, 4 * n_units), dtype=dtype)
 
-        n_threads, context = _thread_plan(n_seq, n_units)
+        n_threads, context = _thread_plan(
+            n_seq, n_units, None if W_hr is None else n_out
+        )
         with context:
             lstm_forward(
                 X, lengths, W_ih, W_hh, bias, bool(reverse), bool(training),
                 gates, cells, hidden, h_n, c_n, step_gates, n_threads,
+                **projection,
             )  # fmt: skip
 
         cache = None
         if training:
-            cache = (X, lengths, W_ih, W_hh, bool(reverse), gates, cells, hidden)
+            cache = (X, lengths, W_ih, W_hh, W_hr, bool(reverse), gates, cells,
+                     hidden)  # fmt: skip
         return (hidden if return_sequences else None), h_n, c_n, cache
 
     def backward(self, dhidden, cache):
-        """Backpropagation through time; see ``LSTMBackend.backward``."""
-        X, lengths, W_ih, W_hh, reverse, gates, cells, hidden = cache
+        """Backpropagation through time; see ``LSTMBackend.backward``.
+
+        With a projection it also returns ``dW_hr``, and holds two more
+        workspaces while it runs: the total ``dL/dh_t`` (T, B, P) and the
+        recomputed cell outputs ``o * tanh(c_t)`` (T, B, H), the operands of
+        the one GEMM ``dW_hr = dh.T @ m`` after the loop.
+        """
+        X, lengths, W_ih, W_hh, W_hr, reverse, gates, cells, hidden = cache
         dtype = X.dtype
         dhidden = np.ascontiguousarray(dhidden, dtype=dtype)
         n_steps, n_seq, n_features = X.shape
-        n_units = W_hh.shape[1]
+        n_out = W_hh.shape[1]
+        n_units = n_out if W_hr is None else W_hr.shape[1]
 
         dX = np.empty(X.shape, dtype=dtype)
         dW_ih = np.empty(W_ih.shape, dtype=dtype)
@@ -152,14 +186,28 @@ class CPUBackend(LSTMBackend):
         dbias = np.empty(4 * n_units, dtype=dtype)
         dgates = np.empty((n_steps, n_seq, 4 * n_units), dtype=dtype)
         dgates_step = np.empty((n_seq, 4 * n_units), dtype=dtype)
-        dh_rec = np.empty((n_seq, n_units), dtype=dtype)
+        dh_rec = np.empty((n_seq, n_out), dtype=dtype)
         dc_state = np.empty((n_seq, n_units), dtype=dtype)
+        projection = {}
+        if W_hr is not None:
+            projection = dict(
+                W_hr=W_hr,
+                dW_hr=np.empty(W_hr.shape, dtype=dtype),
+                dh_seq=np.empty((n_steps, n_seq, n_out), dtype=dtype),
+                m_seq=np.empty((n_steps, n_seq, n_units), dtype=dtype),
+                dh_step=np.empty((n_seq, n_out), dtype=dtype),
+                dm_step=np.empty((n_seq, n_units), dtype=dtype),
+            )
 
-        n_threads, context = _thread_plan(n_seq, n_units)
+        n_threads, context = _thread_plan(
+            n_seq, n_units, None if W_hr is None else n_out
+        )
         with context:
             lstm_backward(
                 X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
                 dX, dW_ih, dW_hh, dbias, dgates, dgates_step, dh_rec, dc_state,
-                n_threads,
+                n_threads, **projection,
             )  # fmt: skip
+        if W_hr is not None:
+            return dX, dW_ih, dW_hh, dbias, projection["dW_hr"]
         return dX, dW_ih, dW_hh, dbias

@@ -3,9 +3,18 @@
 Notation as in ``sklstm/_backends/_base.py``: ``T`` timesteps, ``B``
 sequences, ``I`` input features (``n_in`` in the code), ``H`` hidden units,
 ``G = 4H`` gate units in PyTorch's order ``i | f | g | o``; ``W_ih`` is
-``(4H, I)``, ``W_hh`` is ``(4H, H)``. Arrays are time-major and C-contiguous,
+``(4H, I)``, ``W_hh`` is ``(4H, P)``. Arrays are time-major and C-contiguous,
 so ``X[t]`` (all ``B`` rows of one timestep) and ``X.reshape(T * B, I)`` are
 plain GEMM operands.
+
+``P`` is the width of ``h``: ``P = H`` without a projection. With PyTorch's
+``proj_size`` projection ``W_hr`` (P, H), the cell output
+``m_t = o * tanh(c_t)`` (H values) is projected, ``h_t = m_t @ W_hr.T``
+(P values): per step one more GEMM forward, ``dm = dh @ W_hr`` backward, and
+after the loop ``dW_hr = dh_all.T @ m_all``. Backward recomputes ``m_t`` from
+the stored gates and cells (bit for bit as forward did), so training stores
+nothing more than without a projection. Each call checks once whether
+``W_hr`` is given; without it the loops run exactly as before.
 
 Lengths are sorted in descending order, so the sequences still running at
 step ``s`` are the prefix ``b < n_s`` with ``n_s = #{b : lengths[b] > s}``:
@@ -16,9 +25,11 @@ padding rows are the suffix ``b >= n_t``, in both directions.
 At step ``s`` row ``b`` is at time ``t = s`` (forward) or
 ``t = lengths[b] - 1 - s`` (reverse, each sequence reversed within its own
 length). Reverse steps scatter over time, so the recurrence runs on
-contiguous per-step buffers indexed by row: ``h_state``/``c_state`` (B, H)
-and ``step_gates`` (B, 4H) forward; ``dh_rec``/``dc_state`` (B, H) and
-``dgates_step`` (B, 4H) backward. Results are stored in time order.
+contiguous per-step buffers indexed by row: ``h_state`` (B, P),
+``c_state`` (B, H), ``step_gates`` (B, 4H) and, with a projection,
+``m_step`` (B, H) forward; ``dh_rec`` (B, P), ``dc_state`` (B, H),
+``dgates_step`` (B, 4H) and, with a projection, ``dh_step`` (B, P) and
+``dm_step`` (B, H) backward. Results are stored in time order.
 
 The ``def`` entry points check shapes and lengths with the GIL, then run
 everything in one ``with nogil:`` block; nothing is allocated here (the
@@ -123,32 +134,20 @@ cdef inline void _cell_forward(
         h[j] = gates[3 * H + j] * tanh(c_t)
 
 
-cdef inline void _cell_backward(
+cdef inline void _cell_backward_dc(
     Py_ssize_t H,
     const floating* gates,    # (4H,) activated i|f|g|o of this row and step
-    const floating* cell,     # (H,) c_t
     const floating* cell_prev,  # (H,) c_prev; NULL at the first step (zero)
-    const floating* dhidden,  # (H,) dL/dh_t from above
-    const floating* dh_rec,   # (H,) dL/dh_t through the next processed step
-    floating* dc,             # (H,) in: dL/dc_t via c_next; out: dL/dc_prev
-    floating* dgates,         # (4H,) out: dL/d(pre-activation gates)
+    floating* dc,             # (H,) in: dL/dc_t; out: dL/dc_prev
+    floating* dgates,         # (4H,) out: blocks i, f, g (o is set before)
 ) noexcept nogil:
-    """One row of one step of BPTT: the gate gradients.
+    """The gate gradients that follow from dL/dc_t (both cell backwards).
 
     Short loops, each storing into one block of dgates (GCC does not
     vectorize a loop storing into two blocks of one array an unknown H
-    apart); dc carries dL/dc_t from the first loop to the others.
+    apart).
     """
     cdef Py_ssize_t j
-    cdef floating o, tanh_c, dh
-    # dh = dhidden + dh_rec;  d_o = dh * tanh(c) * o * (1 - o)
-    # dc_t = dc + dh * o * (1 - tanh(c)**2)
-    for j in range(H):
-        o = gates[3 * H + j]
-        tanh_c = tanh(cell[j])
-        dh = dhidden[j] + dh_rec[j]
-        dgates[3 * H + j] = dh * tanh_c * sigmoid_grad(o)
-        dc[j] = dc[j] + dh * o * tanh_grad(tanh_c)
     # d_i = dc_t * g * i * (1 - i)
     for j in range(H):
         dgates[j] = dc[j] * gates[2 * H + j] * sigmoid_grad(gates[j])
@@ -166,29 +165,86 @@ cdef inline void _cell_backward(
         dc[j] = dc[j] * gates[H + j]
 
 
+cdef inline void _cell_backward(
+    Py_ssize_t H,
+    const floating* gates,    # (4H,) activated i|f|g|o of this row and step
+    const floating* cell,     # (H,) c_t
+    const floating* cell_prev,  # (H,) c_prev; NULL at the first step (zero)
+    const floating* dhidden,  # (H,) dL/dh_t from above
+    const floating* dh_rec,   # (H,) dL/dh_t through the next processed step
+    floating* dc,             # (H,) in: dL/dc_t via c_next; out: dL/dc_prev
+    floating* dgates,         # (4H,) out: dL/d(pre-activation gates)
+) noexcept nogil:
+    """One row of one step of BPTT (no projection): the gate gradients.
+
+    dc carries dL/dc_t from the first loop to the others.
+    """
+    cdef Py_ssize_t j
+    cdef floating o, tanh_c, dh
+    # dh = dhidden + dh_rec;  d_o = dh * tanh(c) * o * (1 - o)
+    # dc_t = dc + dh * o * (1 - tanh(c)**2)
+    for j in range(H):
+        o = gates[3 * H + j]
+        tanh_c = tanh(cell[j])
+        dh = dhidden[j] + dh_rec[j]
+        dgates[3 * H + j] = dh * tanh_c * sigmoid_grad(o)
+        dc[j] = dc[j] + dh * o * tanh_grad(tanh_c)
+    _cell_backward_dc(H, gates, cell_prev, dc, dgates)
+
+
+cdef inline void _cell_backward_projected(
+    Py_ssize_t H,
+    const floating* gates,    # (4H,) activated i|f|g|o of this row and step
+    const floating* cell,     # (H,) c_t
+    const floating* cell_prev,  # (H,) c_prev; NULL at the first step (zero)
+    const floating* dm,       # (H,) dL/dm_t = (dhidden + dh_rec) @ W_hr
+    floating* m,              # (H,) out: m_t = o * tanh(c_t), as forward had it
+    floating* dc,             # (H,) in: dL/dc_t via c_next; out: dL/dc_prev
+    floating* dgates,         # (4H,) out: dL/d(pre-activation gates)
+) noexcept nogil:
+    """One row of one step of BPTT with a projection: the gate gradients
+    from dL/dm_t, and m_t again (for dW_hr)."""
+    cdef Py_ssize_t j
+    cdef floating o, tanh_c
+    # m = o * tanh(c);  d_o = dm * tanh(c) * o * (1 - o)
+    # dc_t = dc + dm * o * (1 - tanh(c)**2)
+    for j in range(H):
+        o = gates[3 * H + j]
+        tanh_c = tanh(cell[j])
+        m[j] = o * tanh_c
+        dgates[3 * H + j] = dm[j] * tanh_c * sigmoid_grad(o)
+        dc[j] = dc[j] + dm[j] * o * tanh_grad(tanh_c)
+    _cell_backward_dc(H, gates, cell_prev, dc, dgates)
+
+
 cdef void _forward_rows(
     Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
-    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
-    const Py_ssize_t* len_p, const floating* W_hh_p, const floating* bias_p,
-    bint reverse, bint training, bint store_hidden,
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
+    const Py_ssize_t* len_p, const floating* W_hh_p, const floating* W_hr_p,
+    const floating* bias_p, bint reverse, bint training, bint store_hidden,
     floating* gates_p, floating* cells_p, floating* hidden_p,
-    floating* h_p, floating* c_p, floating* step_p,
+    floating* h_p, floating* c_p, floating* step_p, floating* m_p,
 ) noexcept nogil:
     """The recurrence of rows [b0, b1) over all steps (see lstm_forward).
 
     Rows are independent, so each thread runs its own block of rows with no
     synchronisation per step; every buffer it writes is indexed by row.
+    With a projection (W_hr_p not NULL) the cell writes m_t into m_p and one
+    GEMM per step projects the active rows into h_p.
     """
     cdef Py_ssize_t G = 4 * H, s, b, t, row, n_s, hi
-    memset(h_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
+    cdef bint project = W_hr_p != NULL
+    # Where the cell output o * tanh(c_t) goes: h itself, or m to project.
+    cdef floating* out_p = m_p if project else h_p
+    memset(h_p + b0 * P, 0, (b1 - b0) * P * sizeof(floating))
     memset(c_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
     for s in range(T):
         n_s = _n_active(len_p, B, s)
         hi = min(b1, n_s)
         if store_hidden and hi < b1:
             # hidden[s, max(b0, n_s):b1] = 0  (padding rows of time s)
-            memset(hidden_p + (s * B + max(b0, n_s)) * H, 0,
-                   (b1 - max(b0, n_s)) * H * sizeof(floating))
+            memset(hidden_p + (s * B + max(b0, n_s)) * P, 0,
+                   (b1 - max(b0, n_s)) * P * sizeof(floating))
         if hi <= b0:
             continue
         if s == 0:
@@ -196,54 +252,99 @@ cdef void _forward_rows(
             memset(step_p + b0 * G, 0, (hi - b0) * G * sizeof(floating))
         else:
             # step_gates[b0:hi] = h_state[b0:hi] @ W_hh.T
-            gemm(False, True, <int> (hi - b0), <int> G, <int> H,
-                 <floating> 1, h_p + b0 * H, <int> H, W_hh_p, <int> H,
+            gemm(False, True, <int> (hi - b0), <int> G, <int> P,
+                 <floating> 1, h_p + b0 * P, <int> P, W_hh_p, <int> P,
                  <floating> 0, step_p + b0 * G, <int> G)
         for b in range(b0, hi):
             t = len_p[b] - 1 - s if reverse else s
             row = t * B + b
             _cell_forward(H, gates_p + row * G, step_p + b * G, bias_p,
-                          c_p + b * H, h_p + b * H)
+                          c_p + b * H, out_p + b * H)
             if training:
                 memcpy(cells_p + row * H, c_p + b * H, H * sizeof(floating))
-            if store_hidden:
+            if store_hidden and not project:
                 memcpy(hidden_p + row * H, h_p + b * H, H * sizeof(floating))
+        if project:
+            # h_state[b0:hi] = m_step[b0:hi] @ W_hr.T
+            gemm(False, True, <int> (hi - b0), <int> P, <int> H,
+                 <floating> 1, m_p + b0 * H, <int> H, W_hr_p, <int> H,
+                 <floating> 0, h_p + b0 * P, <int> P)
+            if store_hidden:
+                for b in range(b0, hi):
+                    t = len_p[b] - 1 - s if reverse else s
+                    memcpy(hidden_p + (t * B + b) * P, h_p + b * P,
+                           P * sizeof(floating))
 
 
 cdef void _backward_rows(
     Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
-    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
-    const Py_ssize_t* len_p, const floating* W_hh_p, bint reverse,
-    const floating* gates_p, const floating* cells_p,
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
+    const Py_ssize_t* len_p, const floating* W_hh_p, const floating* W_hr_p,
+    bint reverse, const floating* gates_p, const floating* cells_p,
     const floating* dhidden_p, floating* dgates_p, floating* dstep_p,
     floating* dh_p, floating* dc_p,
+    floating* dh_seq_p, floating* m_seq_p, floating* dh_step_p,
+    floating* dm_p,
 ) noexcept nogil:
-    """BPTT of rows [b0, b1) over all steps (see lstm_backward)."""
-    cdef Py_ssize_t G = 4 * H, s, b, t, row, n_s, hi
+    """BPTT of rows [b0, b1) over all steps (see lstm_backward).
+
+    With a projection (W_hr_p not NULL), per step the total dh of the active
+    rows goes to dh_step (and dh_seq, time-ordered), one GEMM gives
+    dm = dh @ W_hr, and the cell backward also writes m_t to m_seq.
+    """
+    cdef Py_ssize_t G = 4 * H, s, b, t, row, n_s, hi, j, pad0
+    cdef bint project = W_hr_p != NULL
     # Row offset from time t to the previously processed time (t -+ 1).
     cdef Py_ssize_t prev_offset = B if reverse else -B
     cdef const floating* step_rows
+    cdef const floating* cell_prev
     # Rows not running at step s+1 get no gradient from it.
-    memset(dh_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
+    memset(dh_p + b0 * P, 0, (b1 - b0) * P * sizeof(floating))
     memset(dc_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
     for s in range(T - 1, -1, -1):
         n_s = _n_active(len_p, B, s)
         hi = min(b1, n_s)
         if hi < b1:
             # dgates[s, max(b0, n_s):b1] = 0  (padding rows of time s)
-            memset(dgates_p + (s * B + max(b0, n_s)) * G, 0,
-                   (b1 - max(b0, n_s)) * G * sizeof(floating))
+            pad0 = max(b0, n_s)
+            memset(dgates_p + (s * B + pad0) * G, 0,
+                   (b1 - pad0) * G * sizeof(floating))
+            if project:
+                # dh_seq[s, pad0:b1] = 0; m_seq[s, pad0:b1] = 0 (dW_hr's GEMM)
+                memset(dh_seq_p + (s * B + pad0) * P, 0,
+                       (b1 - pad0) * P * sizeof(floating))
+                memset(m_seq_p + (s * B + pad0) * H, 0,
+                       (b1 - pad0) * H * sizeof(floating))
         if hi <= b0:
             continue
+        if project:
+            for b in range(b0, hi):
+                t = len_p[b] - 1 - s if reverse else s
+                row = t * B + b
+                # dh = dhidden[t, b] + dh_rec[b]
+                for j in range(P):
+                    dh_step_p[b * P + j] = dhidden_p[row * P + j] + dh_p[b * P + j]
+                memcpy(dh_seq_p + row * P, dh_step_p + b * P, P * sizeof(floating))
+            # dm_step[b0:hi] = dh_step[b0:hi] @ W_hr
+            gemm(False, False, <int> (hi - b0), <int> H, <int> P,
+                 <floating> 1, dh_step_p + b0 * P, <int> P, W_hr_p, <int> H,
+                 <floating> 0, dm_p + b0 * H, <int> H)
         for b in range(b0, hi):
             t = len_p[b] - 1 - s if reverse else s
             row = t * B + b
-            _cell_backward(
-                H, gates_p + row * G, cells_p + row * H,
-                cells_p + (row + prev_offset) * H if s > 0 else NULL,
-                dhidden_p + row * H, dh_p + b * H, dc_p + b * H,
-                dgates_p + row * G,
-            )
+            cell_prev = cells_p + (row + prev_offset) * H if s > 0 else NULL
+            if project:
+                _cell_backward_projected(
+                    H, gates_p + row * G, cells_p + row * H, cell_prev,
+                    dm_p + b * H, m_seq_p + row * H, dc_p + b * H,
+                    dgates_p + row * G,
+                )
+            else:
+                _cell_backward(
+                    H, gates_p + row * G, cells_p + row * H, cell_prev,
+                    dhidden_p + row * H, dh_p + b * H, dc_p + b * H,
+                    dgates_p + row * G,
+                )
             if reverse:
                 memcpy(dstep_p + b * G, dgates_p + row * G, G * sizeof(floating))
         if s > 0:
@@ -251,24 +352,26 @@ cdef void _backward_rows(
             # the step buffer reverse.
             step_rows = dstep_p if reverse else dgates_p + s * B * G
             # dh_rec[b0:hi] = dgates_step[b0:hi] @ W_hh
-            gemm(False, False, <int> (hi - b0), <int> H, <int> G,
-                 <floating> 1, step_rows + b0 * G, <int> G, W_hh_p, <int> H,
-                 <floating> 0, dh_p + b0 * H, <int> H)
+            gemm(False, False, <int> (hi - b0), <int> P, <int> G,
+                 <floating> 1, step_rows + b0 * G, <int> G, W_hh_p, <int> P,
+                 <floating> 0, dh_p + b0 * P, <int> P)
 
 
 cdef void _weight_grads(
     Py_ssize_t part, Py_ssize_t n_parts,
-    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P, Py_ssize_t n_in,
     const Py_ssize_t* len_p, const floating* X_p, const floating* W_ih_p,
     bint reverse, bint finite_padding, const floating* hidden_p,
     const floating* dgates_p, floating* dX_p, floating* dW_ih_p,
     floating* dW_hh_p, floating* dbias_p,
+    const floating* dh_seq_p, const floating* m_seq_p, floating* dW_hr_p,
 ) noexcept nogil:
     """Piece ``part`` of the gradients computed after the BPTT loop.
 
-    Piece k has rows [r0, r1) of dX and gate units [g0, g1) of dW_ih, dW_hh
-    and dbias; each is one single-threaded BLAS call per array, and the
-    pieces write disjoint memory, so a prange over ``part`` needs no lock.
+    Piece k has rows [r0, r1) of dX (and, with a projection, of dW_hr) and
+    gate units [g0, g1) of dW_ih, dW_hh and dbias; each is one
+    single-threaded BLAS call per array, and the pieces write disjoint
+    memory, so a prange over ``part`` needs no lock.
     """
     cdef Py_ssize_t G = 4 * H, t, row, j, n_s
     cdef Py_ssize_t g0 = _chunk(G, n_parts, part, 16)
@@ -280,6 +383,12 @@ cdef void _weight_grads(
     _gemm_part(part, n_parts, False, False, <int> (T * B), <int> n_in,
                <int> G, <floating> 1, dgates_p, <int> G, W_ih_p, <int> n_in,
                <floating> 0, dX_p, <int> n_in)
+    if dW_hr_p != NULL:
+        # dW_hr = dh_seq.reshape(T*B, P).T @ m_seq.reshape(T*B, H); both are
+        # zero on padding rows
+        _gemm_part(part, n_parts, True, False, <int> P, <int> H,
+                   <int> (T * B), <floating> 1, dh_seq_p, <int> P, m_seq_p,
+                   <int> H, <floating> 0, dW_hr_p, <int> H)
     if ng <= 0:
         return
 
@@ -308,19 +417,19 @@ cdef void _weight_grads(
     # sequence's first step, t = lengths[b]-1, with hidden[t+1] padding)
     # meets hidden = 0, its zero initial state.
     if T == 1:
-        memset(dW_hh_p + g0 * H, 0, ng * H * sizeof(floating))
+        memset(dW_hh_p + g0 * P, 0, ng * P * sizeof(floating))
     elif reverse:
         # dW_hh[g0:g1] = dgates[:-1].reshape(-1, 4H)[:, g0:g1].T
-        #                @ hidden[1:].reshape(-1, H)
-        gemm(True, False, <int> ng, <int> H, <int> ((T - 1) * B),
-             <floating> 1, dgates_p + g0, <int> G, hidden_p + B * H, <int> H,
-             <floating> 0, dW_hh_p + g0 * H, <int> H)
+        #                @ hidden[1:].reshape(-1, P)
+        gemm(True, False, <int> ng, <int> P, <int> ((T - 1) * B),
+             <floating> 1, dgates_p + g0, <int> G, hidden_p + B * P, <int> P,
+             <floating> 0, dW_hh_p + g0 * P, <int> P)
     else:
         # dW_hh[g0:g1] = dgates[1:].reshape(-1, 4H)[:, g0:g1].T
-        #                @ hidden[:-1].reshape(-1, H)
-        gemm(True, False, <int> ng, <int> H, <int> ((T - 1) * B),
-             <floating> 1, dgates_p + B * G + g0, <int> G, hidden_p, <int> H,
-             <floating> 0, dW_hh_p + g0 * H, <int> H)
+        #                @ hidden[:-1].reshape(-1, P)
+        gemm(True, False, <int> ng, <int> P, <int> ((T - 1) * B),
+             <floating> 1, dgates_p + B * G + g0, <int> G, hidden_p, <int> P,
+             <floating> 0, dW_hh_p + g0 * P, <int> P)
 
     # dbias[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].sum(axis=0), valid rows
     memset(dbias_p + g0, 0, ng * sizeof(floating))
@@ -367,16 +476,20 @@ cdef int _check_shape(str name, tuple actual, tuple expected) except -1:
 
 
 cdef int _check_dims(Py_ssize_t T, Py_ssize_t B, Py_ssize_t n_in,
+                     Py_ssize_t H, Py_ssize_t P,
                      const floating[:, ::1] W_ih,
                      const floating[:, ::1] W_hh,
+                     const floating[:, ::1] W_hr,
                      const Py_ssize_t[::1] lengths) except -1:
-    cdef Py_ssize_t H = W_hh.shape[1], b
-    if H < 1 or n_in < 1:
+    cdef Py_ssize_t b
+    if H < 1 or P < 1 or n_in < 1:
         raise ValueError(
             f"need at least one input feature and one hidden unit, got {n_in} and {H}"
         )
     _check_shape("W_ih", (W_ih.shape[0], W_ih.shape[1]), (4 * H, n_in))
-    _check_shape("W_hh", (W_hh.shape[0], W_hh.shape[1]), (4 * H, H))
+    _check_shape("W_hh", (W_hh.shape[0], W_hh.shape[1]), (4 * H, P))
+    if W_hr is not None:
+        _check_shape("W_hr", (W_hr.shape[0], W_hr.shape[1]), (P, H))
     _check_shape("lengths", (lengths.shape[0],), (B,))
     # BLAS takes int dimensions.
     if T * B > INT_MAX or 4 * H > INT_MAX or n_in > INT_MAX:
@@ -396,7 +509,7 @@ def lstm_forward(
     const floating[:, :, ::1] X,      # (T, B, I) input; padding rows ignored
     const Py_ssize_t[::1] lengths,    # (B,) descending, 0 <= lengths[b] <= T
     const floating[:, ::1] W_ih,      # (4H, I) input weights, blocks i|f|g|o
-    const floating[:, ::1] W_hh,      # (4H, H) recurrent weights
+    const floating[:, ::1] W_hh,      # (4H, P) recurrent weights
     const floating[::1] bias,         # (4H,) b_ih + b_hh
     bint reverse,                     # run each sequence from its last step
     bint training,                    # store the cells (for lstm_backward)
@@ -404,13 +517,15 @@ def lstm_forward(
                                       #   valid rows (workspace at inference)
     floating[:, :, ::1] cells,        # (T, B, H) out: c_t on valid rows;
                                       #   None unless training
-    floating[:, :, ::1] hidden,       # (T, B, H) out: h_t, zero on padding;
+    floating[:, :, ::1] hidden,       # (T, B, P) out: h_t, zero on padding;
                                       #   None: not stored (not if training)
-    floating[:, ::1] h_state,         # (B, H) out: h_n, h of the last step
+    floating[:, ::1] h_state,         # (B, P) out: h_n, h of the last step
     floating[:, ::1] c_state,         # (B, H) out: c_n, c of the last step
     floating[:, ::1] step_gates,      # (B, 4H) workspace: h_prev @ W_hh.T
     int n_threads=1,                  # OpenMP threads; BLAS must then be
                                       #   single-threaded (the caller's job)
+    const floating[:, ::1] W_hr=None,  # (P, H) projection, or None (P = H)
+    floating[:, ::1] m_step=None,     # (B, H) workspace with W_hr: m_t
 ):
     """LSTM forward over a minibatch, in place into the given arrays.
 
@@ -420,11 +535,12 @@ def lstm_forward(
     zero there.
     """
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
-    cdef Py_ssize_t H = W_hh.shape[1], G = 4 * H
-    _check_dims(T, B, n_in, W_ih, W_hh, lengths)
+    cdef Py_ssize_t P = W_hh.shape[1]
+    cdef Py_ssize_t H = P if W_hr is None else W_hh.shape[0] // 4, G = 4 * H
+    _check_dims(T, B, n_in, H, P, W_ih, W_hh, W_hr, lengths)
     _check_shape("bias", (bias.shape[0],), (G,))
     _check_shape("gates", _shape3(gates.shape), (T, B, G))
-    _check_shape("h_state", _shape2(h_state.shape), (B, H))
+    _check_shape("h_state", _shape2(h_state.shape), (B, P))
     _check_shape("c_state", _shape2(c_state.shape), (B, H))
     _check_shape("step_gates", _shape2(step_gates.shape), (B, G))
     if training and (cells is None or hidden is None):
@@ -432,7 +548,11 @@ def lstm_forward(
     if cells is not None:
         _check_shape("cells", _shape3(cells.shape), (T, B, H))
     if hidden is not None:
-        _check_shape("hidden", _shape3(hidden.shape), (T, B, H))
+        _check_shape("hidden", _shape3(hidden.shape), (T, B, P))
+    if W_hr is not None:
+        if m_step is None:
+            raise ValueError("a projection W_hr needs the m_step workspace")
+        _check_shape("m_step", _shape2(m_step.shape), (B, H))
     if B == 0:
         return
 
@@ -441,6 +561,7 @@ def lstm_forward(
     cdef const Py_ssize_t* len_p = &lengths[0]
     cdef const floating* W_ih_p = &W_ih[0, 0]
     cdef const floating* W_hh_p = &W_hh[0, 0]
+    cdef const floating* W_hr_p = &W_hr[0, 0] if W_hr is not None else NULL
     cdef const floating* bias_p = &bias[0]
     cdef floating* gates_p = &gates[0, 0, 0] if T > 0 else NULL
     cdef floating* cells_p = &cells[0, 0, 0] if training and T > 0 else NULL
@@ -448,6 +569,7 @@ def lstm_forward(
     cdef floating* h_p = &h_state[0, 0]
     cdef floating* c_p = &c_state[0, 0]
     cdef floating* step_p = &step_gates[0, 0]
+    cdef floating* m_p = &m_step[0, 0] if W_hr is not None else NULL
     cdef Py_ssize_t part, lo, hi
     cdef Py_ssize_t n_parts = max(1, n_threads)
     cdef Py_ssize_t n_blocks = _row_parts(n_threads, B)
@@ -467,62 +589,85 @@ def lstm_forward(
                                <int> n_in, W_ih_p, <int> n_in,
                                <floating> 0, gates_p, <int> G)
         if n_blocks == 1:
-            _forward_rows(0, B, T, B, H, len_p, W_hh_p, bias_p, reverse,
-                          training, store_hidden, gates_p, cells_p, hidden_p,
-                          h_p, c_p, step_p)
+            _forward_rows(0, B, T, B, H, P, len_p, W_hh_p, W_hr_p, bias_p,
+                          reverse, training, store_hidden, gates_p, cells_p,
+                          hidden_p, h_p, c_p, step_p, m_p)
         else:
             for part in prange(n_blocks, num_threads=n_blocks,
                                schedule="static"):
                 lo = _chunk(B, n_blocks, part, 1)
                 hi = _chunk(B, n_blocks, part + 1, 1)
                 if hi > lo:
-                    _forward_rows(lo, hi, T, B, H, len_p, W_hh_p, bias_p,
-                                  reverse, training, store_hidden, gates_p,
-                                  cells_p, hidden_p, h_p, c_p, step_p)
+                    _forward_rows(lo, hi, T, B, H, P, len_p, W_hh_p, W_hr_p,
+                                  bias_p, reverse, training, store_hidden,
+                                  gates_p, cells_p, hidden_p, h_p, c_p,
+                                  step_p, m_p)
 
 def lstm_backward(
     const floating[:, :, ::1] X,        # (T, B, I) the forward input
     const Py_ssize_t[::1] lengths,      # (B,) as given to lstm_forward
     const floating[:, ::1] W_ih,        # (4H, I)
-    const floating[:, ::1] W_hh,        # (4H, H)
+    const floating[:, ::1] W_hh,        # (4H, P)
     bint reverse,                       # as given to lstm_forward
     const floating[:, :, ::1] gates,    # (T, B, 4H) from lstm_forward(training)
     const floating[:, :, ::1] cells,    # (T, B, H) from lstm_forward(training)
-    const floating[:, :, ::1] hidden,   # (T, B, H) from lstm_forward, zero on
+    const floating[:, :, ::1] hidden,   # (T, B, P) from lstm_forward, zero on
                                         #   padding (dW_hh relies on it)
-    const floating[:, :, ::1] dhidden,  # (T, B, H) dL/dhidden; padding ignored
+    const floating[:, :, ::1] dhidden,  # (T, B, P) dL/dhidden; padding ignored
     floating[:, :, ::1] dX,             # (T, B, I) out, zero on padding
     floating[:, ::1] dW_ih,             # (4H, I) out
-    floating[:, ::1] dW_hh,             # (4H, H) out
+    floating[:, ::1] dW_hh,             # (4H, P) out
     floating[::1] dbias,                # (4H,) out
     floating[:, :, ::1] dgates,         # (T, B, 4H) workspace: dL/d(gate
                                         #   pre-activations), zero on padding
     floating[:, ::1] dgates_step,       # (B, 4H) workspace (reverse only)
-    floating[:, ::1] dh_rec,            # (B, H) workspace: dL/dh_prev
+    floating[:, ::1] dh_rec,            # (B, P) workspace: dL/dh_prev
     floating[:, ::1] dc_state,          # (B, H) workspace: dL/dc_prev
     int n_threads=1,                    # OpenMP threads; BLAS must then be
                                         #   single-threaded (the caller's job)
+    const floating[:, ::1] W_hr=None,   # (P, H) projection, or None (P = H)
+    floating[:, ::1] dW_hr=None,        # (P, H) out, with W_hr
+    floating[:, :, ::1] dh_seq=None,    # (T, B, P) workspace with W_hr: total
+                                        #   dL/dh_t, zero on padding
+    floating[:, :, ::1] m_seq=None,     # (T, B, H) workspace with W_hr: m_t,
+                                        #   recomputed, zero on padding
+    floating[:, ::1] dh_step=None,      # (B, P) workspace with W_hr
+    floating[:, ::1] dm_step=None,      # (B, H) workspace with W_hr: dL/dm_t
 ):
     """Backpropagation through time, in place into the given arrays."""
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
-    cdef Py_ssize_t H = W_hh.shape[1], G = 4 * H
-    _check_dims(T, B, n_in, W_ih, W_hh, lengths)
+    cdef Py_ssize_t P = W_hh.shape[1]
+    cdef Py_ssize_t H = P if W_hr is None else W_hh.shape[0] // 4, G = 4 * H
+    _check_dims(T, B, n_in, H, P, W_ih, W_hh, W_hr, lengths)
     _check_shape("gates", _shape3(gates.shape), (T, B, G))
     _check_shape("cells", _shape3(cells.shape), (T, B, H))
-    _check_shape("hidden", _shape3(hidden.shape), (T, B, H))
-    _check_shape("dhidden", _shape3(dhidden.shape), (T, B, H))
+    _check_shape("hidden", _shape3(hidden.shape), (T, B, P))
+    _check_shape("dhidden", _shape3(dhidden.shape), (T, B, P))
     _check_shape("dX", _shape3(dX.shape), (T, B, n_in))
     _check_shape("dgates", _shape3(dgates.shape), (T, B, G))
     _check_shape("dW_ih", _shape2(dW_ih.shape), (G, n_in))
-    _check_shape("dW_hh", _shape2(dW_hh.shape), (G, H))
+    _check_shape("dW_hh", _shape2(dW_hh.shape), (G, P))
     _check_shape("dbias", (dbias.shape[0],), (G,))
     _check_shape("dgates_step", _shape2(dgates_step.shape), (B, G))
-    _check_shape("dh_rec", _shape2(dh_rec.shape), (B, H))
+    _check_shape("dh_rec", _shape2(dh_rec.shape), (B, P))
     _check_shape("dc_state", _shape2(dc_state.shape), (B, H))
+    if W_hr is not None:
+        if (dW_hr is None or dh_seq is None or m_seq is None or dh_step is None
+                or dm_step is None):
+            raise ValueError(
+                "a projection W_hr needs dW_hr, dh_seq, m_seq, dh_step and dm_step"
+            )
+        _check_shape("dW_hr", _shape2(dW_hr.shape), (P, H))
+        _check_shape("dh_seq", _shape3(dh_seq.shape), (T, B, P))
+        _check_shape("m_seq", _shape3(m_seq.shape), (T, B, H))
+        _check_shape("dh_step", _shape2(dh_step.shape), (B, P))
+        _check_shape("dm_step", _shape2(dm_step.shape), (B, H))
     if T == 0 or B == 0:
         dW_ih[:, :] = 0
         dW_hh[:, :] = 0
         dbias[:] = 0
+        if W_hr is not None:
+            dW_hr[:, :] = 0
         return
 
     cdef const Py_ssize_t* len_p = &lengths[0]
@@ -541,6 +686,20 @@ def lstm_backward(
     cdef floating* dstep_p = &dgates_step[0, 0]
     cdef floating* dh_p = &dh_rec[0, 0]
     cdef floating* dc_p = &dc_state[0, 0]
+    # With a projection only (NULL otherwise).
+    cdef const floating* W_hr_p = NULL
+    cdef floating* dW_hr_p = NULL
+    cdef floating* dh_seq_p = NULL
+    cdef floating* m_seq_p = NULL
+    cdef floating* dh_step_p = NULL
+    cdef floating* dm_p = NULL
+    if W_hr is not None:
+        W_hr_p = &W_hr[0, 0]
+        dW_hr_p = &dW_hr[0, 0]
+        dh_seq_p = &dh_seq[0, 0, 0]
+        m_seq_p = &m_seq[0, 0, 0]
+        dh_step_p = &dh_step[0, 0]
+        dm_p = &dm_step[0, 0]
     cdef Py_ssize_t part, lo, hi
     cdef Py_ssize_t n_parts = max(1, n_threads)
     cdef Py_ssize_t n_blocks = _row_parts(n_threads, B)
@@ -548,28 +707,31 @@ def lstm_backward(
 
     with nogil:
         if n_blocks == 1:
-            _backward_rows(0, B, T, B, H, len_p, W_hh_p, reverse, gates_p,
-                           cells_p, dhidden_p, dgates_p, dstep_p, dh_p, dc_p)
+            _backward_rows(0, B, T, B, H, P, len_p, W_hh_p, W_hr_p, reverse,
+                           gates_p, cells_p, dhidden_p, dgates_p, dstep_p,
+                           dh_p, dc_p, dh_seq_p, m_seq_p, dh_step_p, dm_p)
         else:
             for part in prange(n_blocks, num_threads=n_blocks,
                                schedule="static"):
                 lo = _chunk(B, n_blocks, part, 1)
                 hi = _chunk(B, n_blocks, part + 1, 1)
                 if hi > lo:
-                    _backward_rows(lo, hi, T, B, H, len_p, W_hh_p, reverse,
-                                   gates_p, cells_p, dhidden_p, dgates_p,
-                                   dstep_p, dh_p, dc_p)
+                    _backward_rows(lo, hi, T, B, H, P, len_p, W_hh_p, W_hr_p,
+                                   reverse, gates_p, cells_p, dhidden_p,
+                                   dgates_p, dstep_p, dh_p, dc_p, dh_seq_p,
+                                   m_seq_p, dh_step_p, dm_p)
         finite = _padding_is_finite(X_p, len_p, T, B, n_in)
         if n_parts == 1:
-            _weight_grads(0, 1, T, B, H, n_in, len_p, X_p, W_ih_p, reverse,
+            _weight_grads(0, 1, T, B, H, P, n_in, len_p, X_p, W_ih_p, reverse,
                           finite, hidden_p, dgates_p, dX_p, dW_ih_p, dW_hh_p,
-                          dbias_p)
+                          dbias_p, dh_seq_p, m_seq_p, dW_hr_p)
         else:
             for part in prange(n_parts, num_threads=n_parts,
                                schedule="static"):
-                _weight_grads(part, n_parts, T, B, H, n_in, len_p, X_p,
+                _weight_grads(part, n_parts, T, B, H, P, n_in, len_p, X_p,
                               W_ih_p, reverse, finite, hidden_p, dgates_p,
-                              dX_p, dW_ih_p, dW_hh_p, dbias_p)
+                              dX_p, dW_ih_p, dW_hh_p, dbias_p, dh_seq_p,
+                              m_seq_p, dW_hr_p)
 
 def _activations_memview(
     const floating[::1] x,            # (n,)
