@@ -466,3 +466,28 @@ def test_projection_matches_torch(backend_name, dtype, n_layers, bidirectional,
                                    err_msg=name)
     np.testing.assert_allclose(our_grads["head.weight"], head.weight.grad.numpy(),
                                **tol)
+
+
+@requires_cpu
+def test_fitted_projection_model_predicts_like_torch():
+    """A fitted LSTMRegressor(proj_size=...) exported to nn.LSTM(proj_size=...)."""
+    rng = np.random.RandomState(3)
+    X = rng.randn(30, 7, 3)
+    y = X[:, -1, 0] - X[:, 0, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LSTMRegressor(hidden_layer_sizes=(6, 6), proj_size=2,
+                              bidirectional=True, max_iter=3,
+                              random_state=0).fit(X, y)
+    state = model.to_torch_state_dict()
+    assert state["weight_hr_l1_reverse"].shape == (2, 6)
+    assert model.n_params_ == sum(value.size for value in state.values())
+    lstm = nn.LSTM(3, 6, num_layers=2, proj_size=2, bidirectional=True,
+                   batch_first=True, dtype=torch.float64)
+    lstm.load_state_dict({k: torch.tensor(v) for k, v in state.items()
+                          if not k.startswith("head.")}, strict=True)
+    with torch.no_grad():
+        _, (h_n, _) = lstm(torch.tensor(X))
+        predicted = (torch.cat([h_n[-2], h_n[-1]], dim=1).numpy()
+                     @ state["head.weight"].T + state["head.bias"])
+    np.testing.assert_allclose(model.predict(X), predicted[:, 0], rtol=1e-9)
