@@ -356,7 +356,8 @@ def main():
     env = {k: os.environ.get(k, "(unset)")
            for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     print(f"threads={args.threads} repeats={args.repeats} quick={args.quick} "
-          f"contention={args.contention} " + " ".join(f"{k}={v}" for k, v in env.items()))
+          f"contention={args.contention} "
+          + " ".join(f"{k}={v}" for k, v in env.items()))
     busy = None
     if args.contention:
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -56,7 +56,8 @@ def _thread_plan(n_rows, n_units, n_out=None):
     BLAS at one thread while the kernel runs.
     """
     controller = _blas_controller()
-    limit = min([max_threads()] + [lib.num_threads for lib in controller.lib_controllers])
+    limit = min([max_threads()]
+                + [lib.num_threads for lib in controller.lib_controllers])
     if n_out is None:
         work = n_rows * 4 * n_units * n_units
     else:

@@ -603,6 +603,7 @@ def lstm_forward(
                                   gates_p, cells_p, hidden_p, h_p, c_p,
                                   step_p, m_p)
 
+
 def lstm_backward(
     const floating[:, :, ::1] X,        # (T, B, I) the forward input
     const Py_ssize_t[::1] lengths,      # (B,) as given to lstm_forward
@@ -732,6 +733,7 @@ def lstm_backward(
                               W_ih_p, reverse, finite, hidden_p, dgates_p,
                               dX_p, dW_ih_p, dW_hh_p, dbias_p, dh_seq_p,
                               m_seq_p, dW_hr_p)
+
 
 def _activations_memview(
     const floating[::1] x,            # (n,)
