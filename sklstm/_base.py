@@ -306,8 +306,13 @@ class BaseLSTM(BaseEstimator, ABC):
             rng = np.random.RandomState()
             rng.set_state(self._rng_state)
             optimizer = self._make_optimizer(network.n_params, dtype)
-            optimizer.load_state(self._optimizer_state)
-            optimizer.learning_rate = self._effective_learning_rate
+            # Moments carry over unless the solver changed since. partial_fit
+            # keeps the scheduled step size; a warm-start fit restarts it at
+            # learning_rate_init, as scikit-learn's MLP does.
+            if self._optimizer_state.keys() == optimizer.state().keys():
+                optimizer.load_state(self._optimizer_state)
+            if incremental:
+                optimizer.learning_rate = self._effective_learning_rate
             history = dict(
                 loss_curve=list(self.loss_curve_),
                 best_loss=_or(self.best_loss_, np.inf),

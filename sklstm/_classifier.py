@@ -71,8 +71,9 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         1 prints one line per epoch (loss, validation score, time); 2 also
         draws a progress bar within epochs of 10 or more minibatches.
     warm_start : bool, default=False
-        ``fit`` continues from the fitted weights and optimizer state instead
-        of starting afresh.
+        ``fit`` continues from the fitted weights and optimizer state (Adam's
+        moments or SGD's velocity; the step size restarts at
+        ``learning_rate_init``) instead of starting afresh.
     momentum : float, default=0.9
         Momentum of 'sgd'.
     nesterovs_momentum : bool, default=True

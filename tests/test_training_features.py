@@ -160,3 +160,11 @@ def test_n_params(rng):
                            max_iter=1).fit(X, y)
     lstm = 2 * (4 * 5 * (3 + 5) + 8 * 5) + 2 * (4 * 2 * (10 + 2) + 8 * 2)
     assert model.n_params_ == lstm + 3 * 4 + 3
+
+
+def test_warm_start_may_switch_the_solver(rng):
+    X, y = _data(rng)
+    model = LSTMRegressor(hidden_layer_sizes=(3,), max_iter=2).fit(X, y)
+    model.set_params(warm_start=True, solver="sgd", learning_rate_init=0.01)
+    model.fit(X, y)
+    assert model.n_iter_ == 4 and model._effective_learning_rate == 0.01
