@@ -27,21 +27,71 @@ WIDER = {np.float32: np.float64, np.float64: np.longdouble}
 CLAMP = {np.float32: 80.0, np.float64: 700.0}
 
 
-def _activations(x):
+def _simd_builds():
+    """The kernel builds (see sklstm/_kernels/_dispatch.py) this CPU runs."""
+    import importlib
+
+    levels = ["baseline", "avx2", "avx512"]
+    supported = levels.index(_lstm_fast.cpu_simd_level())
+    builds = [pytest.param(_lstm_fast, id="baseline")]
+    for level in levels[1 : supported + 1]:
+        try:
+            module = importlib.import_module(f"sklstm._kernels._lstm_fast_{level}")
+        except ImportError:
+            continue
+        builds.append(pytest.param(module, id=level))
+    return builds
+
+
+SIMD_BUILDS = _simd_builds()
+
+
+def _activations(x, kernels=_lstm_fast):
     sigmoid = np.empty_like(x)
     tanh = np.empty_like(x)
-    _lstm_fast._activations_memview(x, sigmoid, tanh)
+    kernels._activations_memview(x, sigmoid, tanh)
     return sigmoid, tanh
 
 
+def test_dispatch_takes_the_widest_build():
+    import os
+
+    from sklstm._kernels import _dispatch
+
+    if os.environ.get("SKLSTM_SIMD"):
+        pytest.skip("SKLSTM_SIMD asks for a build explicitly")
+    assert _dispatch.kernels is SIMD_BUILDS[-1].values[0]
+
+
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_every_simd_build_matches_reference(kernels, name, reverse, monkeypatch):
+    from sklstm._backends import _cpu
+
+    monkeypatch.setattr(_cpu, "lstm_forward", kernels.lstm_forward)
+    monkeypatch.setattr(_cpu, "lstm_backward", kernels.lstm_backward)
+    for dtype in DTYPES:
+        X, lengths, W_ih, W_hh, bias, dhidden = _problem(*CASES[name], dtype)
+        results = []
+        for backend in (CPUBackend(), ReferenceBackend()):
+            hidden, h_n, c_n, cache = backend.forward(
+                X, lengths, W_ih, W_hh, bias, reverse=reverse
+            )
+            results.append((hidden, h_n, c_n, *backend.backward(dhidden, cache)))
+        for actual, expected in zip(*results):
+            np.testing.assert_allclose(actual, expected, **TOL[dtype])
+
+
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_activations_accurate_to_few_ulp(dtype):
+def test_activations_accurate_to_few_ulp(dtype, kernels):
     tiny = np.logspace(-30, 2.8, 4000)
     x = np.concatenate(
         [np.linspace(-100, 100, 100_001), tiny, -tiny, [0.0, 1e30, -1e30]]
     )
     x = x.astype(dtype)
-    sigmoid, tanh = _activations(x)
+    sigmoid, tanh = _activations(x, kernels)
 
     x_wide = x.astype(WIDER[dtype])
     with np.errstate(over="ignore"):
@@ -59,10 +109,11 @@ def test_activations_accurate_to_few_ulp(dtype):
     assert ulp_error(tanh, tanh_exact).max() <= 4
 
 
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_activations_special_values(dtype):
+def test_activations_special_values(dtype, kernels):
     x = np.array([np.inf, -np.inf, 0.0, np.nan], dtype=dtype)
-    sigmoid, tanh = _activations(x)
+    sigmoid, tanh = _activations(x, kernels)
     assert sigmoid[0] == 1 and 0 <= sigmoid[1] < 1e-30 and sigmoid[2] == 0.5
     np.testing.assert_array_equal(tanh[:3], [1.0, -1.0, 0.0])
     assert np.isnan(sigmoid[3]) and np.isnan(tanh[3])

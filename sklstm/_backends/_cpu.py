@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from .._kernels._lstm_fast import lstm_backward, lstm_forward, max_threads
+from .._kernels._dispatch import lstm_backward, lstm_forward, max_threads
 from ._base import LSTMBackend
 
 # Below this many multiply-adds per timestep and thread (rows x 4H x H), the

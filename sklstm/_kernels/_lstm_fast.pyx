@@ -48,6 +48,29 @@ from ._blas cimport gemm
 cdef extern from "<omp.h>":
     int omp_get_max_threads() noexcept nogil
 
+# What the CPU (and the OS, which must save the wide registers) supports, for
+# the choice of kernel build in sklstm/_kernels/_dispatch.py. GCC and Clang's
+# __builtin_cpu_supports reads CPUID and XCR0; elsewhere: baseline only.
+cdef extern from *:
+    """
+    static int sklstm_simd_level(void) {
+    #if (defined(__GNUC__) || defined(__clang__)) && \
+        (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();
+        if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+            return 0;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+                && __builtin_cpu_supports("avx512bw")
+                && __builtin_cpu_supports("avx512vl"))
+            return 2;
+        return 1;
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int sklstm_simd_level() noexcept nogil
+
 
 # ---------------------------------------------------------------------------
 # Helpers (no GIL, no Python objects)
@@ -98,6 +121,11 @@ cdef void _gemm_part(Py_ssize_t part, Py_ssize_t n_parts,
 cdef Py_ssize_t _row_parts(Py_ssize_t n_threads, Py_ssize_t B) noexcept nogil:
     """Row blocks for the recurrence: at most one per thread, >= 8 rows each."""
     return max(1, min(n_threads, B // 8))
+
+
+def cpu_simd_level():
+    """The widest kernel build this CPU runs: "avx512", "avx2" or "baseline"."""
+    return ("baseline", "avx2", "avx512")[sklstm_simd_level()]
 
 
 def max_threads():
