@@ -574,3 +574,33 @@ def test_projection_bad_shapes_raise():
             np.empty((5, B, 4 * H)), None, None, np.empty((B, 3)),
             np.empty((B, H)), np.empty((B, 4 * H)), 1, W_hr=W_hr,
         )  # fmt: skip
+
+
+def test_workspace_pool_never_shares_a_live_buffer():
+    # Two layers' forwards on one backend before either backward (as a
+    # stacked network does), a second backward of a cache (refused), a pickled
+    # backend: results stay those of fresh backends, bit for bit.
+    import pickle
+
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(*CASES["variable"], np.float32)
+
+    def run(backend):
+        out = []
+        _, _, _, cache_a = backend.forward(X, lengths, W_ih, W_hh, bias)
+        _, _, _, cache_b = backend.forward(X[::-1].copy(), lengths, W_ih, W_hh, bias)
+        out.append(backend.backward(dhidden, cache_a))
+        with pytest.raises(ValueError, match="already backpropagated"):
+            backend.backward(dhidden, cache_a)
+        out.append(backend.backward(2 * dhidden, cache_b))
+        out.append(backend.forward(X, lengths, W_ih, W_hh, bias, training=False)[:3])
+        return [a for group in out for a in group]
+
+    backend = CPUBackend()
+    first = run(backend)
+    again = run(backend)
+    fresh = run(pickle.loads(pickle.dumps(CPUBackend())))
+    for a, b, c in zip(first, again, fresh):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert not np.shares_memory(first[0], first[4])
+    assert not np.shares_memory(first[0], first[8])
