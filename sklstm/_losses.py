@@ -30,8 +30,12 @@ def _softmax(raw):
 OUTPUT_ACTIVATIONS = {"identity": identity, "logistic": logistic, "softmax": _softmax}
 
 
-def _weighted_mean(per_sample, sample_weight):
-    return float(np.dot(sample_weight, per_sample) / sample_weight.sum())
+def _weighted_mean_and_scale(per_sample, sample_weight):
+    """The weighted mean of ``per_sample``, and the weights as a column
+    divided by their sum (the factor of each row of the gradient)."""
+    total = sample_weight.sum()  # once: a minibatch's loss is small work
+    loss = float(np.dot(sample_weight, per_sample) / total)
+    return loss, (sample_weight / total)[:, np.newaxis]
 
 
 def squared_error(y_true, raw, sample_weight):
@@ -49,18 +53,20 @@ def squared_error(y_true, raw, sample_weight):
         Gradient of ``loss`` with respect to ``raw``.
     """
     residual = raw - y_true
-    loss = _weighted_mean(0.5 * (residual**2).sum(axis=1), sample_weight)
-    draw = residual * (sample_weight / sample_weight.sum())[:, np.newaxis]
-    return loss, draw
+    loss, scale = _weighted_mean_and_scale(0.5 * (residual**2).sum(axis=1),
+                                           sample_weight)
+    residual *= scale
+    return loss, residual  # now the gradient
 
 
 def softmax_log_loss(y_true, raw, sample_weight):
     """Cross-entropy of a softmax output; ``y_true`` is one-hot."""
     log_proba = log_softmax(raw, axis=1)
-    loss = _weighted_mean(-(y_true * log_proba).sum(axis=1), sample_weight)
-    draw = (np.exp(log_proba) - y_true) * (sample_weight / sample_weight.sum())[
-        :, np.newaxis
-    ]
+    loss, scale = _weighted_mean_and_scale(-(y_true * log_proba).sum(axis=1),
+                                           sample_weight)
+    draw = np.exp(log_proba)
+    draw -= y_true
+    draw *= scale
     return loss, draw
 
 
@@ -71,10 +77,10 @@ def logistic_log_loss(y_true, raw, sample_weight):
     ``logaddexp(0, raw) - y * raw``, which is finite for any ``raw``.
     """
     per_sample = (np.logaddexp(0, raw) - y_true * raw).sum(axis=1)
-    loss = _weighted_mean(per_sample, sample_weight)
-    draw = (expit(raw) - y_true) * (sample_weight / sample_weight.sum())[
-        :, np.newaxis
-    ]
+    loss, scale = _weighted_mean_and_scale(per_sample, sample_weight)
+    draw = expit(raw)
+    draw -= y_true
+    draw *= scale
     return loss, draw
 
 
