@@ -599,8 +599,12 @@ def _raw_output_of(network, backend, params, X, lengths):
         X_batch, batch_lengths, rows = time_major_batch(X, lengths, by_length[batch])
         raw_batch, _ = network.forward(backend, params, X_batch, batch_lengths)
         if network.output == "sequence":
-            for column, (row, length) in enumerate(zip(rows, batch_lengths)):
-                raw[row, :length] = raw_batch[:length, column]
+            # The valid timesteps of the whole batch in one fancy assignment,
+            # not a Python loop over its (up to 1024) sequences.
+            steps, columns = np.nonzero(
+                np.arange(raw_batch.shape[0])[:, np.newaxis] < batch_lengths
+            )
+            raw[rows[columns], steps] = raw_batch[steps, columns]
         else:
             raw[rows] = raw_batch
     return raw
