@@ -432,6 +432,24 @@ def test_threaded_kernels_match_single_thread(n_threads, reverse, dtype):
         np.testing.assert_allclose(a, e, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T", [1, 13])
+def test_chunked_weight_grads_match_the_threaded_path(T, dtype):
+    # One thread, forward: BPTT runs in chunks of ~256 KiB of dgates, each
+    # followed by its share of dX, dW_ih, dW_hh and dbias. B = H = 64 makes
+    # several chunks (4 steps in float32, 2 in float64); two threads take
+    # the one-pass path after the loop.
+    rng = np.random.default_rng(3)
+    lengths = np.sort(rng.integers(1, T + 1, size=64))[::-1].copy()
+    lengths[0] = T
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, 5, 64, lengths, dtype)
+    X[_padding_mask(T, lengths)] = 7.0  # finite padding: the chunked path
+    one = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, False, 1)
+    two = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, False, 2)
+    for a, e in zip(one, two):
+        np.testing.assert_allclose(a, e, **TOL[dtype])
+
+
 def test_thread_plan_obeys_threadpool_limits():
     from threadpoolctl import threadpool_limits
 

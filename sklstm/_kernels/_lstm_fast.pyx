@@ -306,6 +306,7 @@ cdef void _forward_rows(
 
 cdef void _backward_rows(
     Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
+    Py_ssize_t s0, Py_ssize_t s1,   # steps [s0, s1), run from s1 - 1 down
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
     const Py_ssize_t* len_p, const floating* W_hh_p, const floating* W_hr_p,
     bint reverse, const floating* gates_p, const floating* cells_p,
@@ -314,7 +315,10 @@ cdef void _backward_rows(
     floating* dh_seq_p, floating* m_seq_p, floating* dh_step_p,
     floating* dm_p,
 ) noexcept nogil:
-    """BPTT of rows [b0, b1) over all steps (see lstm_backward).
+    """BPTT of rows [b0, b1) over steps [s0, s1) (see lstm_backward).
+
+    A call with s1 < T continues the previous call (steps [s1, ...)) from
+    the state it left in dh_p and dc_p.
 
     With a projection (W_hr_p not NULL), per step the total dh of the active
     rows goes to dh_step (and dh_seq, time-ordered), one GEMM gives
@@ -326,10 +330,11 @@ cdef void _backward_rows(
     cdef Py_ssize_t prev_offset = B if reverse else -B
     cdef const floating* step_rows
     cdef const floating* cell_prev
-    # Rows not running at step s+1 get no gradient from it.
-    memset(dh_p + b0 * P, 0, (b1 - b0) * P * sizeof(floating))
-    memset(dc_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
-    for s in range(T - 1, -1, -1):
+    if s1 == T:
+        # Rows not running at step s+1 get no gradient from it.
+        memset(dh_p + b0 * P, 0, (b1 - b0) * P * sizeof(floating))
+        memset(dc_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
+    for s in range(s1 - 1, s0 - 1, -1):
         n_s = _n_active(len_p, B, s)
         hi = min(b1, n_s)
         if hi < b1:
@@ -466,6 +471,52 @@ cdef void _weight_grads(
         for row in range(t * B, t * B + n_s):
             drow = dgates_p + row * G
             for j in range(g0, g1):
+                dbias_p[j] += drow[j]
+
+
+cdef void _weight_grads_times(
+    Py_ssize_t t0, Py_ssize_t t1, bint first,
+    Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
+    const Py_ssize_t* len_p, const floating* X_p, const floating* W_ih_p,
+    const floating* hidden_p, const floating* dgates_p, floating* dX_p,
+    floating* dW_ih_p, floating* dW_hh_p, floating* dbias_p,
+) noexcept nogil:
+    """Times [t0, t1) of _weight_grads: forward direction, no projection,
+    finite padding, one thread; accumulated into dW_ih, dW_hh and dbias
+    unless ``first``.
+
+    lstm_backward calls it on each chunk of steps right after the BPTT loop
+    wrote the chunk's dgates rows, while they are still in cache: the
+    post-loop GEMMs read all of dgates (T*B*4H, 3.2 MB at W2) from memory,
+    and packing it transposed was 10 % of a W2 epoch.
+    """
+    cdef Py_ssize_t G = 4 * H, t, row, j, n_s
+    cdef Py_ssize_t ta = max(t0, 1)
+    cdef int rows = <int> ((t1 - t0) * B)
+    cdef floating beta = 0 if first else 1
+    cdef const floating* drow
+    cdef const floating* dg_p = dgates_p + t0 * B * G
+    # dX[t0:t1] = dgates[t0:t1] @ W_ih
+    gemm(False, False, rows, <int> n_in, <int> G, <floating> 1, dg_p, <int> G,
+         W_ih_p, <int> n_in, <floating> 0, dX_p + t0 * B * n_in, <int> n_in)
+    # dW_ih (+)= dgates[t0:t1].T @ X[t0:t1]
+    gemm(True, False, <int> G, <int> n_in, rows, <floating> 1, dg_p, <int> G,
+         X_p + t0 * B * n_in, <int> n_in, beta, dW_ih_p, <int> n_in)
+    # dW_hh (+)= dgates[ta:t1].T @ hidden[ta-1:t1-1], ta = max(t0, 1)
+    if t1 > ta:
+        gemm(True, False, <int> G, <int> H, <int> ((t1 - ta) * B),
+             <floating> 1, dgates_p + ta * B * G, <int> G,
+             hidden_p + (ta - 1) * B * H, <int> H, beta, dW_hh_p, <int> H)
+    elif first:
+        memset(dW_hh_p, 0, G * H * sizeof(floating))
+    # dbias (+)= column sums of dgates[t0:t1], valid rows
+    if first:
+        memset(dbias_p, 0, G * sizeof(floating))
+    for t in range(t0, t1):
+        n_s = _n_active(len_p, B, t)
+        for row in range(t * B, t * B + n_s):
+            drow = dgates_p + row * G
+            for j in range(G):
                 dbias_p[j] += drow[j]
 
 
@@ -732,11 +783,28 @@ def lstm_backward(
     cdef Py_ssize_t part, lo, hi
     cdef Py_ssize_t n_parts = max(1, n_threads)
     cdef Py_ssize_t n_blocks = _row_parts(n_threads, B)
-    cdef bint finite
+    cdef bint finite, chunked
+    # Steps per chunk of the one-thread forward path: ~256 KiB of dgates.
+    cdef Py_ssize_t chunk = max(1, (1 << 18) // (B * G * sizeof(floating)))
 
     with nogil:
-        if n_blocks == 1:
-            _backward_rows(0, B, T, B, H, P, len_p, W_hh_p, W_hr_p, reverse,
+        finite = _padding_is_finite(X_p, len_p, T, B, n_in)
+        chunked = n_parts == 1 and not reverse and W_hr_p == NULL and finite
+        if chunked:
+            # BPTT in chunks of steps, each followed by its share of the
+            # weight gradients (see _weight_grads_times).
+            hi = T
+            while hi > 0:
+                lo = max(0, hi - chunk)
+                _backward_rows(0, B, lo, hi, T, B, H, P, len_p, W_hh_p, NULL,
+                               False, gates_p, cells_p, dhidden_p, dgates_p,
+                               dstep_p, dh_p, dc_p, NULL, NULL, NULL, NULL)
+                _weight_grads_times(lo, hi, hi == T, B, H, n_in, len_p, X_p,
+                                    W_ih_p, hidden_p, dgates_p, dX_p, dW_ih_p,
+                                    dW_hh_p, dbias_p)
+                hi = lo
+        elif n_blocks == 1:
+            _backward_rows(0, B, 0, T, T, B, H, P, len_p, W_hh_p, W_hr_p, reverse,
                            gates_p, cells_p, dhidden_p, dgates_p, dstep_p,
                            dh_p, dc_p, dh_seq_p, m_seq_p, dh_step_p, dm_p)
         else:
@@ -745,12 +813,14 @@ def lstm_backward(
                 lo = _chunk(B, n_blocks, part, 1)
                 hi = _chunk(B, n_blocks, part + 1, 1)
                 if hi > lo:
-                    _backward_rows(lo, hi, T, B, H, P, len_p, W_hh_p, W_hr_p,
+                    _backward_rows(lo, hi, 0, T, T, B, H, P, len_p, W_hh_p,
+                                   W_hr_p,
                                    reverse, gates_p, cells_p, dhidden_p,
                                    dgates_p, dstep_p, dh_p, dc_p, dh_seq_p,
                                    m_seq_p, dh_step_p, dm_p)
-        finite = _padding_is_finite(X_p, len_p, T, B, n_in)
-        if n_parts == 1:
+        if chunked:
+            pass  # done chunk by chunk above
+        elif n_parts == 1:
             _weight_grads(0, 1, T, B, H, P, n_in, len_p, X_p, W_ih_p, reverse,
                           finite, hidden_p, dgates_p, dX_p, dW_ih_p, dW_hh_p,
                           dbias_p, dh_seq_p, m_seq_p, dW_hr_p)
