@@ -104,6 +104,23 @@ def _median_time(fn, repeats):
     return statistics.median(times)
 
 
+def _time_and_memory(epoch, infer, repeats, mem):
+    """Median times of ``epoch`` and ``infer``, then one more run of each
+    under the peak-memory probe."""
+    out = {}
+    mem.base()
+    out["train"] = _median_time(epoch, repeats)
+    with mem:
+        epoch()
+    out["train_mem"] = mem.peak_bytes
+    out["infer"] = _median_time(infer, repeats)
+    mem.base()
+    with mem:
+        infer()
+    out["infer_mem"] = mem.peak_bytes
+    return out
+
+
 def flops(workload, n_samples):
     """Forward FLOPs of one pass over ``n_samples`` sequences."""
     _, T, F, sizes, bidirectional, _ = WORKLOADS[workload]
@@ -154,18 +171,9 @@ def run_sklstm(workload, n_samples, threads, repeats, mem):
         hidden_layer_sizes=sizes, bidirectional=bidirectional, batch_size=batch,
         max_iter=1, shuffle=True, alpha=0.0, random_state=0,
     )
-    out = {}
     with threadpool_limits(threads):
-        mem.base()
-        out["train"] = _median_time(lambda: model.fit(X, y), repeats)
-        with mem:
-            model.fit(X, y)
-        out["train_mem"] = mem.peak_bytes
-        out["infer"] = _median_time(lambda: model.predict(X), repeats)
-        mem.base()
-        with mem:
-            model.predict(X)
-        out["infer_mem"] = mem.peak_bytes
+        out = _time_and_memory(lambda: model.fit(X, y), lambda: model.predict(X),
+                               repeats, mem)
     assert np.isfinite(model.predict(X[:10])).all()
     return out
 
@@ -207,18 +215,7 @@ def run_torch(workload, n_samples, threads, repeats, mem):
             return [head(last_hidden(X[s:s + INFER_BATCH]))
                     for s in range(0, n_samples, INFER_BATCH)]
 
-    out = {}
-    mem.base()
-    out["train"] = _median_time(epoch, repeats)
-    with mem:
-        epoch()
-    out["train_mem"] = mem.peak_bytes
-    out["infer"] = _median_time(infer, repeats)
-    mem.base()
-    with mem:
-        infer()
-    out["infer_mem"] = mem.peak_bytes
-    return out
+    return _time_and_memory(epoch, infer, repeats, mem)
 
 
 def run_keras(workload, n_samples, threads, repeats, mem):
@@ -247,18 +244,7 @@ def run_keras(workload, n_samples, threads, repeats, mem):
     def infer():
         return model.predict(X, batch_size=INFER_BATCH, verbose=0)
 
-    out = {}
-    mem.base()
-    out["train"] = _median_time(epoch, repeats)
-    with mem:
-        epoch()
-    out["train_mem"] = mem.peak_bytes
-    out["infer"] = _median_time(infer, repeats)
-    mem.base()
-    with mem:
-        infer()
-    out["infer_mem"] = mem.peak_bytes
-    return out
+    return _time_and_memory(epoch, infer, repeats, mem)
 
 
 def run_predict_memory(n_samples, n_steps, threads):
