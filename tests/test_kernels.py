@@ -384,8 +384,9 @@ def test_threads_run_concurrently_and_agree():
 
 
 def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
-                 W_hr=None):
-    """lstm_forward + lstm_backward called directly with ``n_threads``."""
+                 W_hr=None, n_parts=0):
+    """lstm_forward + lstm_backward called directly with ``n_threads``
+    (and ``n_parts`` pieces of work; 0: one per thread)."""
     T, B, n_in = X.shape
     P = W_hh.shape[1]
     H = P if W_hr is None else W_hr.shape[1]
@@ -404,13 +405,14 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
     h_n, c_n = np.empty((B, P), dtype), np.empty((B, H), dtype)
     _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, reverse, True, gates,
                             cells, hidden, h_n, c_n, np.empty((B, 4 * H), dtype),
-                            n_threads, **fwd_proj)
+                            n_threads, n_parts=n_parts, **fwd_proj)
     grads = [np.empty(X.shape, dtype), np.empty(W_ih.shape, dtype),
              np.empty(W_hh.shape, dtype), np.empty(4 * H, dtype)] + grads
     _lstm_fast.lstm_backward(
         X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
         *grads[:4], np.empty((T, B, 4 * H), dtype), np.empty((B, 4 * H), dtype),
-        np.empty((B, P), dtype), np.empty((B, H), dtype), n_threads, **bwd_proj,
+        np.empty((B, P), dtype), np.empty((B, H), dtype), n_threads,
+        n_parts=n_parts, **bwd_proj,
     )
     return [hidden, h_n, c_n] + grads
 
@@ -448,6 +450,78 @@ def test_chunked_weight_grads_match_the_threaded_path(T, dtype):
     two = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, False, 2)
     for a, e in zip(one, two):
         np.testing.assert_allclose(a, e, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("projected", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n_parts", [2, 3])
+def test_results_do_not_depend_on_the_threads_running_the_pieces(
+    n_parts, reverse, projected, dtype
+):
+    """For a given cut into pieces, 1 thread or n_parts threads compute the
+    same numbers bit for bit: the thread chooser may change its mind in the
+    middle of a fit without changing the fit."""
+    rng = np.random.default_rng(4)
+    lengths = np.sort(rng.integers(1, 12, size=41))[::-1].copy()
+    lengths[0] = 12
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(12, 5, 24, lengths, dtype)
+    W_hr = None
+    if projected:
+        W_hr = rng.uniform(-0.3, 0.3, size=(7, 24)).astype(dtype)
+        W_hh = np.ascontiguousarray(W_hh[:, :7])
+        dhidden = np.ascontiguousarray(dhidden[..., :7])
+    runs = [
+        _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
+                     W_hr=W_hr, n_parts=n_parts)
+        for n_threads in (1, n_parts)
+    ]
+    for serial, threaded in zip(*runs):
+        np.testing.assert_array_equal(threaded, serial)
+
+
+def test_thread_chooser_takes_the_faster_and_follows_the_load():
+    from sklstm._backends._cpu import _ThreadChooser
+
+    chooser = _ThreadChooser(min_probe=4, max_probe=16)
+    seconds = {1: 2.0, 2: 1.0}  # quiet: two threads are faster
+
+    def call():
+        n = chooser.choose("k", 2)
+        chooser.record("k", n, seconds[n])
+        return n
+
+    assert [call() for _ in range(3)] == [2, 2, 1]  # warm-up, then each once
+    assert [call() for _ in range(20)].count(1) <= 2  # only the tries
+    seconds[2] = 10.0  # another process: the split collapses
+    used = [call() for _ in range(40)]
+    assert used[1:].count(2) <= 3 and used[-1] == 1
+    seconds[2] = 1.0  # quiet again: the next try brings it back
+    assert [call() for _ in range(40)][-10:] == [2] * 10
+    assert chooser.choose("whole", 1) == 1  # nothing to choose from
+
+
+def test_fit_is_the_same_whatever_the_thread_chooser_picks(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    from sklstm import LSTMRegressor
+    from sklstm._backends import _cpu
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((96, 6, 3)).astype(np.float32)
+    y = X[:, :, 0].sum(axis=1)
+    # Work of 64 x 4 x 32 x 32 per step: cut in 2 pieces under 2 threads.
+    monkeypatch.setattr(_cpu._thread_plan, "__defaults__", (None, 1))
+    coefs = []
+    for n_threads in (1, 2):
+        monkeypatch.setattr(_cpu._thread_chooser, "choose",
+                            lambda key, n_parts, n=n_threads: min(n, n_parts))
+        model = LSTMRegressor(hidden_layer_sizes=(32,), batch_size=64,
+                              max_iter=3, random_state=0)
+        with threadpool_limits(2):
+            model.fit(X, y)
+        coefs.append(model._params.copy())
+    np.testing.assert_array_equal(coefs[0], coefs[1])
 
 
 def test_thread_plan_obeys_threadpool_limits():

@@ -8,6 +8,7 @@ notation and the contract.
 
 import functools
 import threading
+import time
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -15,21 +16,12 @@ import numpy as np
 from .._kernels._dispatch import lstm_backward, lstm_forward, max_threads
 from ._base import LSTMBackend
 
-# Below this many multiply-adds per timestep and thread (rows x 4H x H), the
-# kernels run on one thread. Each kernel call opens OpenMP regions whose end
-# is a barrier; with another process busy on a core, a descheduled thread
-# holds the barrier for a time slice. Measured with benchmarks/bench_cpu.py
-# (2 cores, one busy process): W1 (B=32, H=32) took 0.25 s per epoch on 2
-# threads against 0.027 s on one, W2 (B=64, H=64) 0.41 s against 0.25 s;
-# quiet, 2 threads bought W2 only 1.3x. W3 (B=128, H=256, 33.5M per step)
-# is large enough for the split to pay.
-_MIN_WORK_PER_THREAD = 4 * 2**20
-# Inference is one kernel call per predict batch of up to 1024 sequences
-# (two parallel regions), not dozens of calls per epoch, so the barrier risk
-# above is paid once per call: split from 2**18. W1 predict (B=1000, H=32,
-# 4.2M per step) on 2 threads, best of 30: 4.9 ms -> 2.7 ms quiet; with one
-# busy process 5.5 -> 5.1 ms (median 5.8 -> 8.1 ms).
-_MIN_INFERENCE_WORK_PER_THREAD = 2**18
+# Below this many multiply-adds per timestep (rows x 4H x H), a kernel call
+# is not cut into pieces at all: one piece runs the one-thread paths (the
+# training backward then computes the weight gradients chunk by chunk while
+# they are in cache, ~10 % of a W2 epoch). W1 training (B=32, H=32: 131k per
+# step) stays whole; W2 (B=64, H=64: 1M) and up are cut.
+_MIN_WORK_TO_SPLIT = 2**18
 
 
 @functools.cache
@@ -58,21 +50,24 @@ def _single_threaded_blas(libraries):
             library.set_num_threads(n_threads)
 
 
-def _thread_plan(n_rows, n_units, n_out=None,
-                 min_work=_MIN_WORK_PER_THREAD):
-    """``(n_threads, context)`` for one kernel call.
+def _thread_plan(n_rows, n_units, n_out=None, min_work=_MIN_WORK_TO_SPLIT):
+    """``(n_parts, context)`` for one kernel call.
 
-    ``n_out`` is the width of ``h`` with a projection (``proj_size``); the
-    work per step is then the recurrent GEMM (4H x P) and the projection
-    GEMM (P x H).
+    ``n_parts`` is how many pieces the kernel cuts its work into: row blocks
+    of the recurrence, row or gate-unit slices of the big GEMMs. It fixes
+    the arithmetic, and depends only on the shapes and the thread limit, so
+    results are bit for bit repeatable whatever number of threads then runs
+    the pieces (:class:`_ThreadChooser` picks that number, 1 or
+    ``n_parts``). ``n_out`` is the width of ``h`` with a projection
+    (``proj_size``); the work per step is then the recurrent GEMM (4H x P)
+    and the projection GEMM (P x H).
 
-    The kernels split rows over ``n_threads`` OpenMP threads, each calling
-    BLAS single-threaded: no synchronisation per timestep, and no BLAS
-    thread pool spinning on the small per-step GEMMs (which collapsed under
-    contention from another process). ``n_threads`` obeys threadpoolctl: it
-    is at most the current BLAS limit and the OpenMP limit, so a user's
-    ``threadpool_limits(1)`` makes sklstm single-threaded. ``context`` holds
-    BLAS at one thread while the kernel runs.
+    The thread limit obeys threadpoolctl: it is at most the current BLAS
+    limit and the OpenMP limit, so a user's ``threadpool_limits(1)`` makes
+    sklstm single-threaded. Each piece calls BLAS single-threaded: there is
+    no synchronisation per timestep, and no BLAS thread pool spinning on the
+    small per-step GEMMs (which collapsed under contention from another
+    process). ``context`` holds BLAS at one thread while the kernel runs.
     """
     libraries = [(lib, lib.num_threads)
                  for lib in _blas_controller().lib_controllers]
@@ -81,14 +76,115 @@ def _thread_plan(n_rows, n_units, n_out=None,
         work = n_rows * 4 * n_units * n_units
     else:
         work = n_rows * 5 * n_units * n_out
-    n_threads = int(max(1, min(limit, work // min_work)))
+    n_parts = limit if work >= min_work else 1
     # Even on one kernel thread, BLAS stays single-threaded: its thread pool
     # on the small per-step GEMMs is what collapsed under contention.
     if limit > 1:
-        return n_threads, _single_threaded_blas(
+        return n_parts, _single_threaded_blas(
             [(lib, n) for lib, n in libraries if n > 1]
         )
     return 1, nullcontext()
+
+
+class _ThreadChooser:
+    """Runs each kind of kernel call on the thread count measured fastest.
+
+    Whether cutting a call over threads pays depends on the shapes and on
+    what else the machine is doing. Quiet, 2 threads ran a W2 epoch 1.7x
+    faster than one; with another process busy on one of 2 cores, the same
+    split ran it 2.3x *slower*: each call ends at a barrier, and a thread
+    descheduled for a time slice holds it. So the choice is measured, per
+    kind of call (direction of the pass and the shapes but ``T``), as a
+    moving average of seconds per timestep for each candidate (1 thread,
+    ``n_parts`` threads):
+
+    - the first call of a kind warms up (page faults of new workspaces,
+      cold caches) and is not measured; the next ones measure ``n_parts``
+      threads, then one thread;
+    - then the faster is used; its average follows the load, so a choice
+      that gets slower than the other's last average is dropped at once;
+    - the other is tried again after ``min_probe`` calls, an interval that
+      doubles (up to ``max_probe``) each time the try confirms the choice,
+      so a quiet machine pays ~1 % for the tries and a change of load is
+      noticed within an epoch or two.
+
+    The arithmetic does not depend on the choice (see :func:`_thread_plan`),
+    so neither do the results.
+    """
+
+    def __init__(self, min_probe=16, max_probe=256, weight=0.3):
+        self._stats = {}
+        self._min_probe = min_probe
+        self._max_probe = max_probe
+        self._weight = weight
+
+    def choose(self, key, n_parts):
+        """Threads for the next call of this kind (1 or ``n_parts``)."""
+        if n_parts == 1:
+            return 1
+        stats = self._stats.get(key)
+        if stats is None:
+            stats = self._stats[key] = {
+                "calls": 0, "interval": self._min_probe,
+                "next_probe": self._min_probe, 1: None, n_parts: None,
+            }
+        stats["calls"] += 1
+        if stats["calls"] == 1 or stats[n_parts] is None:
+            return n_parts
+        if stats[1] is None:
+            return 1
+        best, other = ((1, n_parts) if stats[1] <= stats[n_parts]
+                       else (n_parts, 1))
+        if stats["calls"] >= stats["next_probe"]:
+            return other
+        return best
+
+    def record(self, key, n_threads, seconds_per_step):
+        """Fold one measured call into the average of its thread count."""
+        stats = self._stats.get(key)
+        if stats is None or n_threads not in stats or stats["calls"] == 1:
+            return  # unknown, or the warm-up call
+        others = [n for n in stats if isinstance(n, int) and n != n_threads]
+        other = stats[others[0]] if others else None
+        was_best = other is None or (stats[n_threads] is not None
+                                     and stats[n_threads] <= other)
+        if stats["calls"] >= stats["next_probe"] and not was_best:
+            # A try of the candidate not in use: take its time as it is now,
+            # and back off if it is still the slower.
+            stats[n_threads] = seconds_per_step
+            if other is not None and seconds_per_step > other:
+                stats["interval"] = min(2 * stats["interval"], self._max_probe)
+            else:
+                stats["interval"] = self._min_probe
+            stats["next_probe"] = stats["calls"] + stats["interval"]
+            return
+        old = stats[n_threads]
+        stats[n_threads] = (seconds_per_step if old is None else
+                            old + self._weight * (seconds_per_step - old))
+
+    def forget(self):
+        """Drop every measurement (e.g. after the machine's load changed)."""
+        self._stats.clear()
+
+
+#: One chooser per process: what it learns in one fit serves the next.
+_thread_chooser = _ThreadChooser()
+
+
+@contextmanager
+def _timed_run(key, n_parts, n_steps):
+    """Choose the threads of one kernel call and time it for the chooser.
+
+    Yields the number of threads to run the call on.
+    """
+    n_threads = _thread_chooser.choose(key, n_parts)
+    if n_parts == 1:
+        yield 1
+        return
+    start = time.perf_counter()
+    yield n_threads
+    _thread_chooser.record(key, n_threads,
+                           (time.perf_counter() - start) / max(n_steps, 1))
 
 
 def _working_dtype(X):
@@ -229,15 +325,16 @@ class CPUBackend(LSTMBackend):
         c_n = np.empty((n_seq, n_units), dtype=dtype)
         step_gates = pool.take((n_seq, 4 * n_units), dtype)
 
-        n_threads, context = _thread_plan(
-            n_seq, n_units, None if W_hr is None else n_out,
-            _MIN_WORK_PER_THREAD if training else _MIN_INFERENCE_WORK_PER_THREAD,
+        n_parts, context = _thread_plan(
+            n_seq, n_units, None if W_hr is None else n_out
         )
-        with context:
+        key = ("forward", bool(training), hidden is not None, X.shape[1:],
+               W_hh.shape, dtype, n_parts)  # fmt: skip
+        with context, _timed_run(key, n_parts, n_steps) as n_threads:
             lstm_forward(
                 X, lengths, W_ih, W_hh, bias, bool(reverse), bool(training),
                 gates, cells, hidden, h_n, c_n, step_gates, n_threads,
-                **projection,
+                n_parts=n_parts, **projection,
             )  # fmt: skip
         pool.give(step_gates, projection.get("m_step"))
 
@@ -293,14 +390,15 @@ class CPUBackend(LSTMBackend):
                 dm_step=pool.take((n_seq, n_units), dtype),
             )
 
-        n_threads, context = _thread_plan(
+        n_parts, context = _thread_plan(
             n_seq, n_units, None if W_hr is None else n_out
         )
-        with context:
+        key = ("backward", X.shape[1:], W_hh.shape, dtype, n_parts)
+        with context, _timed_run(key, n_parts, n_steps) as n_threads:
             lstm_backward(
                 X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
                 dX, dW_ih, dW_hh, dbias, dgates, dgates_step, dh_rec, dc_state,
-                n_threads, **projection,
+                n_threads, n_parts=n_parts, **projection,
             )  # fmt: skip
         # The cache's gates and cells are dead now (one backward per cache).
         pool.give(gates, cells, dgates, dgates_step, dh_rec, dc_state,

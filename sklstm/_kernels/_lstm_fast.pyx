@@ -118,9 +118,20 @@ cdef void _gemm_part(Py_ssize_t part, Py_ssize_t n_parts,
          beta, C + lo * ldc, ldc)
 
 
-cdef Py_ssize_t _row_parts(Py_ssize_t n_threads, Py_ssize_t B) noexcept nogil:
-    """Row blocks for the recurrence: at most one per thread, >= 8 rows each."""
-    return max(1, min(n_threads, B // 8))
+cdef Py_ssize_t _row_parts(Py_ssize_t pieces, Py_ssize_t B) noexcept nogil:
+    """Row blocks for the recurrence: at most ``pieces``, >= 8 rows each."""
+    return max(1, min(pieces, B // 8))
+
+
+cdef Py_ssize_t _pieces(int n_parts, int n_threads) noexcept nogil:
+    """How many pieces the work is cut into: ``n_parts``, or by default
+    (0) one per thread."""
+    return max(1, n_parts if n_parts > 0 else n_threads)
+
+
+cdef int _workers(int n_threads, Py_ssize_t pieces) noexcept nogil:
+    """Threads that run the pieces: no more than there are pieces."""
+    return <int> max(1, min(<Py_ssize_t> n_threads, pieces))
 
 
 def cpu_simd_level():
@@ -613,10 +624,13 @@ def lstm_forward(
     floating[:, ::1] h_state,         # (B, P) out: h_n, h of the last step
     floating[:, ::1] c_state,         # (B, H) out: c_n, c of the last step
     floating[:, ::1] step_gates,      # (B, 4H) workspace: h_prev @ W_hh.T
-    int n_threads=1,                  # OpenMP threads; BLAS must then be
-                                      #   single-threaded (the caller's job)
+    int n_threads=1,                  # OpenMP threads running the pieces;
+                                      #   BLAS must then be single-threaded
+                                      #   (the caller's job)
     const floating[:, ::1] W_hr=None,  # (P, H) projection, or None (P = H)
     floating[:, ::1] m_step=None,     # (B, H) workspace with W_hr: m_t
+    int n_parts=0,                    # pieces the work is cut into; 0: as
+                                      #   many as n_threads (see below)
 ):
     """LSTM forward over a minibatch, in place into the given arrays.
 
@@ -624,6 +638,11 @@ def lstm_forward(
     valid row is overwritten with its activated gates. Rows of ``gates`` and
     ``cells`` past a sequence's length are left undefined; ``hidden`` is
     zero there.
+
+    ``n_parts`` decides the arithmetic (which GEMM calls compute what) and
+    ``n_threads`` only how many threads run those calls: for a given
+    ``n_parts`` the results are bit for bit the same on any ``n_threads``
+    (at most ``n_parts`` of them work).
     """
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
     cdef Py_ssize_t P = W_hh.shape[1]
@@ -662,20 +681,21 @@ def lstm_forward(
     cdef floating* step_p = &step_gates[0, 0]
     cdef floating* m_p = &m_step[0, 0] if W_hr is not None else NULL
     cdef Py_ssize_t part, lo, hi
-    cdef Py_ssize_t n_parts = max(1, n_threads)
-    cdef Py_ssize_t n_blocks = _row_parts(n_threads, B)
+    cdef Py_ssize_t pieces = _pieces(n_parts, n_threads)
+    cdef Py_ssize_t n_blocks = _row_parts(pieces, B)
+    cdef int workers = _workers(n_threads, pieces)
 
     with nogil:
         if T > 0:
             # gates.reshape(T*B, 4H) = X.reshape(T*B, I) @ W_ih.T
-            if n_parts == 1:
+            if pieces == 1:
                 gemm(False, True, <int> (T * B), <int> G, <int> n_in,
                      <floating> 1, X_p, <int> n_in, W_ih_p, <int> n_in,
                      <floating> 0, gates_p, <int> G)
             else:
-                for part in prange(n_parts, num_threads=n_parts,
+                for part in prange(pieces, num_threads=workers,
                                    schedule="static"):
-                    _gemm_part(part, n_parts, False, True, <int> (T * B),
+                    _gemm_part(part, pieces, False, True, <int> (T * B),
                                <int> G, <int> n_in, <floating> 1, X_p,
                                <int> n_in, W_ih_p, <int> n_in,
                                <floating> 0, gates_p, <int> G)
@@ -684,7 +704,7 @@ def lstm_forward(
                           reverse, training, store_hidden, gates_p, cells_p,
                           hidden_p, h_p, c_p, step_p, m_p)
         else:
-            for part in prange(n_blocks, num_threads=n_blocks,
+            for part in prange(n_blocks, num_threads=min(workers, n_blocks),
                                schedule="static"):
                 lo = _chunk(B, n_blocks, part, 1)
                 hi = _chunk(B, n_blocks, part + 1, 1)
@@ -715,8 +735,9 @@ def lstm_backward(
     floating[:, ::1] dgates_step,       # (B, 4H) workspace (reverse only)
     floating[:, ::1] dh_rec,            # (B, P) workspace: dL/dh_prev
     floating[:, ::1] dc_state,          # (B, H) workspace: dL/dc_prev
-    int n_threads=1,                    # OpenMP threads; BLAS must then be
-                                        #   single-threaded (the caller's job)
+    int n_threads=1,                    # OpenMP threads running the
+                                        #   pieces; BLAS must then be single-
+                                        #   threaded (the caller's job)
     const floating[:, ::1] W_hr=None,   # (P, H) projection, or None (P = H)
     floating[:, ::1] dW_hr=None,        # (P, H) out, with W_hr
     floating[:, :, ::1] dh_seq=None,    # (T, B, P) workspace with W_hr: total
@@ -725,8 +746,14 @@ def lstm_backward(
                                         #   recomputed, zero on padding
     floating[:, ::1] dh_step=None,      # (B, P) workspace with W_hr
     floating[:, ::1] dm_step=None,      # (B, H) workspace with W_hr: dL/dm_t
+    int n_parts=0,                      # pieces the work is cut into; 0: as
+                                        #   many as n_threads
 ):
-    """Backpropagation through time, in place into the given arrays."""
+    """Backpropagation through time, in place into the given arrays.
+
+    As in :func:`lstm_forward`, ``n_parts`` fixes the arithmetic and
+    ``n_threads`` the threads running it.
+    """
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
     cdef Py_ssize_t P = W_hh.shape[1]
     cdef Py_ssize_t H = P if W_hr is None else W_hh.shape[0] // 4, G = 4 * H
@@ -793,15 +820,16 @@ def lstm_backward(
         dh_step_p = &dh_step[0, 0]
         dm_p = &dm_step[0, 0]
     cdef Py_ssize_t part, lo, hi
-    cdef Py_ssize_t n_parts = max(1, n_threads)
-    cdef Py_ssize_t n_blocks = _row_parts(n_threads, B)
+    cdef Py_ssize_t pieces = _pieces(n_parts, n_threads)
+    cdef Py_ssize_t n_blocks = _row_parts(pieces, B)
+    cdef int workers = _workers(n_threads, pieces)
     cdef bint finite, chunked
     # Steps per chunk of the one-thread forward path: ~256 KiB of dgates.
     cdef Py_ssize_t chunk = max(1, (1 << 18) // (B * G * sizeof(floating)))
 
     with nogil:
         finite = _padding_is_finite(X_p, len_p, T, B, n_in)
-        chunked = n_parts == 1 and not reverse and W_hr_p == NULL and finite
+        chunked = pieces == 1 and not reverse and W_hr_p == NULL and finite
         if chunked:
             # BPTT in chunks of steps, each followed by its share of the
             # weight gradients (see _weight_grads_times).
@@ -820,7 +848,7 @@ def lstm_backward(
                            gates_p, cells_p, dhidden_p, dgates_p, dstep_p,
                            dh_p, dc_p, dh_seq_p, m_seq_p, dh_step_p, dm_p)
         else:
-            for part in prange(n_blocks, num_threads=n_blocks,
+            for part in prange(n_blocks, num_threads=min(workers, n_blocks),
                                schedule="static"):
                 lo = _chunk(B, n_blocks, part, 1)
                 hi = _chunk(B, n_blocks, part + 1, 1)
@@ -832,14 +860,14 @@ def lstm_backward(
                                    m_seq_p, dh_step_p, dm_p)
         if chunked:
             pass  # done chunk by chunk above
-        elif n_parts == 1:
+        elif pieces == 1:
             _weight_grads(0, 1, T, B, H, P, n_in, len_p, X_p, W_ih_p, reverse,
                           finite, hidden_p, dgates_p, dX_p, dW_ih_p, dW_hh_p,
                           dbias_p, dh_seq_p, m_seq_p, dW_hr_p)
         else:
-            for part in prange(n_parts, num_threads=n_parts,
+            for part in prange(pieces, num_threads=workers,
                                schedule="static"):
-                _weight_grads(part, n_parts, T, B, H, P, n_in, len_p, X_p,
+                _weight_grads(part, pieces, T, B, H, P, n_in, len_p, X_p,
                               W_ih_p, reverse, finite, hidden_p, dgates_p,
                               dX_p, dW_ih_p, dW_hh_p, dbias_p, dh_seq_p,
                               m_seq_p, dW_hr_p)
