@@ -324,6 +324,7 @@ class CPUBackend(LSTMBackend):
         h_n = np.empty((n_seq, n_out), dtype=dtype)
         c_n = np.empty((n_seq, n_units), dtype=dtype)
         step_gates = pool.take((n_seq, 4 * n_units), dtype)
+        W_hh_t = pool.take((n_out, 4 * n_units), dtype)
 
         n_parts, context = _thread_plan(
             n_seq, n_units, None if W_hr is None else n_out
@@ -334,9 +335,9 @@ class CPUBackend(LSTMBackend):
             lstm_forward(
                 X, lengths, W_ih, W_hh, bias, bool(reverse), bool(training),
                 gates, cells, hidden, h_n, c_n, step_gates, n_threads,
-                n_parts=n_parts, **projection,
+                n_parts=n_parts, W_hh_t=W_hh_t, **projection,
             )  # fmt: skip
-        pool.give(step_gates, projection.get("m_step"))
+        pool.give(step_gates, W_hh_t, projection.get("m_step"))
 
         cache = None
         if not training:

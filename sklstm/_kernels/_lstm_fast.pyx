@@ -256,10 +256,31 @@ cdef inline void _cell_backward_projected(
     _cell_backward_dc(H, gates, cell_prev, dc, dgates)
 
 
+cdef inline void _recurrent_gemm(
+    int m, Py_ssize_t G, Py_ssize_t P, const floating* h,
+    const floating* W_hh, const floating* W_hh_t, floating beta,
+    floating* out,
+) noexcept nogil:
+    """``out (m, 4H) = h (m, P) @ W_hh.T + beta * out``, the step's GEMM.
+
+    With ``W_hh_t`` (W_hh transposed to (P, 4H), once per call) it is a
+    plain NN product, which OpenBLAS computes without packing W_hh when the
+    product is small: the per-step packing of W_hh.T (sgemm_otcopy) was
+    10 % of a W2 epoch on 2 threads, paid once per row block and step.
+    """
+    if W_hh_t != NULL:
+        gemm(False, False, m, <int> G, <int> P, <floating> 1, h, <int> P,
+             W_hh_t, <int> G, beta, out, <int> G)
+    else:
+        gemm(False, True, m, <int> G, <int> P, <floating> 1, h, <int> P,
+             W_hh, <int> P, beta, out, <int> G)
+
+
 cdef void _forward_rows(
     Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
-    const Py_ssize_t* len_p, const floating* W_hh_p, const floating* W_hr_p,
+    const Py_ssize_t* len_p, const floating* W_hh_p, const floating* W_hh_t_p,
+    const floating* W_hr_p,
     const floating* bias_p, bint reverse, bint training, bint store_hidden,
     floating* gates_p, floating* cells_p, floating* hidden_p,
     floating* h_p, floating* c_p, floating* step_p, floating* m_p,
@@ -294,17 +315,15 @@ cdef void _forward_rows(
             # h_prev is zero); the cell adds the zero row step_gates[b0].
             # A GEMM into step_gates and its memset cost 6 % of W1 predict.
             if s > 0:
-                gemm(False, True, <int> (hi - b0), <int> G, <int> P,
-                     <floating> 1, h_p + b0 * P, <int> P, W_hh_p, <int> P,
-                     <floating> 1, gates_p + (s * B + b0) * G, <int> G)
+                _recurrent_gemm(<int> (hi - b0), G, P, h_p + b0 * P, W_hh_p,
+                                W_hh_t_p, 1, gates_p + (s * B + b0) * G)
         elif s == 0:
             # h_prev is zero: step_gates[b0:hi] = 0
             memset(step_p + b0 * G, 0, (hi - b0) * G * sizeof(floating))
         else:
             # step_gates[b0:hi] = h_state[b0:hi] @ W_hh.T
-            gemm(False, True, <int> (hi - b0), <int> G, <int> P,
-                 <floating> 1, h_p + b0 * P, <int> P, W_hh_p, <int> P,
-                 <floating> 0, step_p + b0 * G, <int> G)
+            _recurrent_gemm(<int> (hi - b0), G, P, h_p + b0 * P, W_hh_p,
+                            W_hh_t_p, 0, step_p + b0 * G)
         for b in range(b0, hi):
             t = len_p[b] - 1 - s if reverse else s
             row = t * B + b
@@ -498,20 +517,23 @@ cdef void _weight_grads(
 
 
 cdef void _weight_grads_times(
+    Py_ssize_t part, Py_ssize_t n_parts,
     Py_ssize_t t0, Py_ssize_t t1, bint first,
     Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
     const Py_ssize_t* len_p, const floating* X_p, const floating* W_ih_p,
     const floating* hidden_p, const floating* dgates_p, floating* dX_p,
     floating* dW_ih_p, floating* dW_hh_p, floating* dbias_p,
 ) noexcept nogil:
-    """Times [t0, t1) of _weight_grads: forward direction, no projection,
-    finite padding, one thread; accumulated into dW_ih, dW_hh and dbias
-    unless ``first``.
+    """Times [t0, t1) of _weight_grads, piece ``part`` of ``n_parts``:
+    forward direction, no projection, finite padding; accumulated into
+    dW_ih, dW_hh and dbias unless ``first``.
 
     lstm_backward calls it on each chunk of steps right after the BPTT loop
     wrote the chunk's dgates rows, while they are still in cache: the
     post-loop GEMMs read all of dgates (T*B*4H, 3.2 MB at W2) from memory,
-    and packing it transposed was 10 % of a W2 epoch.
+    and packing it transposed was 10 % of a W2 epoch. As in _weight_grads,
+    piece k has rows [r0, r1) of the chunk's dX and gate units [g0, g1) of
+    dW_ih, dW_hh and dbias.
     """
     cdef Py_ssize_t G = 4 * H, t, row, j, n_s
     cdef Py_ssize_t ta = max(t0, 1)
@@ -519,27 +541,36 @@ cdef void _weight_grads_times(
     cdef floating beta = 0 if first else 1
     cdef const floating* drow
     cdef const floating* dg_p = dgates_p + t0 * B * G
+    cdef Py_ssize_t g0 = _chunk(G, n_parts, part, 16)
+    cdef Py_ssize_t g1 = _chunk(G, n_parts, part + 1, 16)
+    cdef Py_ssize_t ng = g1 - g0
     # dX[t0:t1] = dgates[t0:t1] @ W_ih
-    gemm(False, False, rows, <int> n_in, <int> G, <floating> 1, dg_p, <int> G,
-         W_ih_p, <int> n_in, <floating> 0, dX_p + t0 * B * n_in, <int> n_in)
-    # dW_ih (+)= dgates[t0:t1].T @ X[t0:t1]
-    gemm(True, False, <int> G, <int> n_in, rows, <floating> 1, dg_p, <int> G,
-         X_p + t0 * B * n_in, <int> n_in, beta, dW_ih_p, <int> n_in)
-    # dW_hh (+)= dgates[ta:t1].T @ hidden[ta-1:t1-1], ta = max(t0, 1)
+    _gemm_part(part, n_parts, False, False, rows, <int> n_in, <int> G,
+               <floating> 1, dg_p, <int> G, W_ih_p, <int> n_in,
+               <floating> 0, dX_p + t0 * B * n_in, <int> n_in)
+    if ng <= 0:
+        return
+    # dW_ih[g0:g1] (+)= dgates[t0:t1, :, g0:g1].T @ X[t0:t1]
+    gemm(True, False, <int> ng, <int> n_in, rows, <floating> 1, dg_p + g0,
+         <int> G, X_p + t0 * B * n_in, <int> n_in, beta,
+         dW_ih_p + g0 * n_in, <int> n_in)
+    # dW_hh[g0:g1] (+)= dgates[ta:t1, :, g0:g1].T @ hidden[ta-1:t1-1],
+    # ta = max(t0, 1)
     if t1 > ta:
-        gemm(True, False, <int> G, <int> H, <int> ((t1 - ta) * B),
-             <floating> 1, dgates_p + ta * B * G, <int> G,
-             hidden_p + (ta - 1) * B * H, <int> H, beta, dW_hh_p, <int> H)
+        gemm(True, False, <int> ng, <int> H, <int> ((t1 - ta) * B),
+             <floating> 1, dgates_p + ta * B * G + g0, <int> G,
+             hidden_p + (ta - 1) * B * H, <int> H, beta,
+             dW_hh_p + g0 * H, <int> H)
     elif first:
-        memset(dW_hh_p, 0, G * H * sizeof(floating))
-    # dbias (+)= column sums of dgates[t0:t1], valid rows
+        memset(dW_hh_p + g0 * H, 0, ng * H * sizeof(floating))
+    # dbias[g0:g1] (+)= column sums of dgates[t0:t1, :, g0:g1], valid rows
     if first:
-        memset(dbias_p, 0, G * sizeof(floating))
+        memset(dbias_p + g0, 0, ng * sizeof(floating))
     for t in range(t0, t1):
         n_s = _n_active(len_p, B, t)
         for row in range(t * B, t * B + n_s):
             drow = dgates_p + row * G
-            for j in range(G):
+            for j in range(g0, g1):
                 dbias_p[j] += drow[j]
 
 
@@ -631,6 +662,8 @@ def lstm_forward(
     floating[:, ::1] m_step=None,     # (B, H) workspace with W_hr: m_t
     int n_parts=0,                    # pieces the work is cut into; 0: as
                                       #   many as n_threads (see below)
+    floating[:, ::1] W_hh_t=None,     # (P, 4H) workspace: W_hh transposed
+                                      #   here, for NN per-step GEMMs
 ):
     """LSTM forward over a minibatch, in place into the given arrays.
 
@@ -663,6 +696,8 @@ def lstm_forward(
         if m_step is None:
             raise ValueError("a projection W_hr needs the m_step workspace")
         _check_shape("m_step", _shape2(m_step.shape), (B, H))
+    if W_hh_t is not None:
+        _check_shape("W_hh_t", _shape2(W_hh_t.shape), (P, G))
     if B == 0:
         return
 
@@ -671,6 +706,7 @@ def lstm_forward(
     cdef const Py_ssize_t* len_p = &lengths[0]
     cdef const floating* W_ih_p = &W_ih[0, 0]
     cdef const floating* W_hh_p = &W_hh[0, 0]
+    cdef floating* W_hh_t_p = NULL
     cdef const floating* W_hr_p = &W_hr[0, 0] if W_hr is not None else NULL
     cdef const floating* bias_p = &bias[0]
     cdef floating* gates_p = &gates[0, 0, 0] if T > 0 else NULL
@@ -685,7 +721,15 @@ def lstm_forward(
     cdef Py_ssize_t n_blocks = _row_parts(pieces, B)
     cdef int workers = _workers(n_threads, pieces)
 
+    cdef Py_ssize_t j, k
+    if W_hh_t is not None and T > 1:
+        W_hh_t_p = &W_hh_t[0, 0]
     with nogil:
+        if W_hh_t_p != NULL:
+            # W_hh_t = W_hh.T
+            for k in range(P):
+                for j in range(G):
+                    W_hh_t_p[k * G + j] = W_hh_p[j * P + k]
         if T > 0:
             # gates.reshape(T*B, 4H) = X.reshape(T*B, I) @ W_ih.T
             if pieces == 1:
@@ -700,7 +744,8 @@ def lstm_forward(
                                <int> n_in, W_ih_p, <int> n_in,
                                <floating> 0, gates_p, <int> G)
         if n_blocks == 1:
-            _forward_rows(0, B, T, B, H, P, len_p, W_hh_p, W_hr_p, bias_p,
+            _forward_rows(0, B, T, B, H, P, len_p, W_hh_p, W_hh_t_p, W_hr_p,
+                          bias_p,
                           reverse, training, store_hidden, gates_p, cells_p,
                           hidden_p, h_p, c_p, step_p, m_p)
         else:
@@ -709,7 +754,8 @@ def lstm_forward(
                 lo = _chunk(B, n_blocks, part, 1)
                 hi = _chunk(B, n_blocks, part + 1, 1)
                 if hi > lo:
-                    _forward_rows(lo, hi, T, B, H, P, len_p, W_hh_p, W_hr_p,
+                    _forward_rows(lo, hi, T, B, H, P, len_p, W_hh_p, W_hh_t_p,
+                                  W_hr_p,
                                   bias_p, reverse, training, store_hidden,
                                   gates_p, cells_p, hidden_p, h_p, c_p,
                                   step_p, m_p)
@@ -829,19 +875,41 @@ def lstm_backward(
 
     with nogil:
         finite = _padding_is_finite(X_p, len_p, T, B, n_in)
-        chunked = pieces == 1 and not reverse and W_hr_p == NULL and finite
+        chunked = not reverse and W_hr_p == NULL and finite
         if chunked:
             # BPTT in chunks of steps, each followed by its share of the
-            # weight gradients (see _weight_grads_times).
+            # weight gradients (see _weight_grads_times): per chunk, the row
+            # blocks' BPTT, then the pieces of the weight gradients.
             hi = T
             while hi > 0:
                 lo = max(0, hi - chunk)
-                _backward_rows(0, B, lo, hi, T, B, H, P, len_p, W_hh_p, NULL,
-                               False, gates_p, cells_p, dhidden_p, dgates_p,
-                               dstep_p, dh_p, dc_p, NULL, NULL, NULL, NULL)
-                _weight_grads_times(lo, hi, hi == T, B, H, n_in, len_p, X_p,
-                                    W_ih_p, hidden_p, dgates_p, dX_p, dW_ih_p,
-                                    dW_hh_p, dbias_p)
+                if n_blocks == 1:
+                    _backward_rows(0, B, lo, hi, T, B, H, P, len_p, W_hh_p,
+                                   NULL, False, gates_p, cells_p, dhidden_p,
+                                   dgates_p, dstep_p, dh_p, dc_p, NULL, NULL,
+                                   NULL, NULL)
+                else:
+                    for part in prange(n_blocks,
+                                       num_threads=min(workers, n_blocks),
+                                       schedule="static"):
+                        _backward_rows(_chunk(B, n_blocks, part, 1),
+                                       _chunk(B, n_blocks, part + 1, 1),
+                                       lo, hi, T, B, H, P, len_p, W_hh_p,
+                                       NULL, False, gates_p, cells_p,
+                                       dhidden_p, dgates_p, dstep_p, dh_p,
+                                       dc_p, NULL, NULL, NULL, NULL)
+                if pieces == 1:
+                    _weight_grads_times(0, 1, lo, hi, hi == T, B, H, n_in,
+                                        len_p, X_p, W_ih_p, hidden_p,
+                                        dgates_p, dX_p, dW_ih_p, dW_hh_p,
+                                        dbias_p)
+                else:
+                    for part in prange(pieces, num_threads=workers,
+                                       schedule="static"):
+                        _weight_grads_times(part, pieces, lo, hi, hi == T, B,
+                                            H, n_in, len_p, X_p, W_ih_p,
+                                            hidden_p, dgates_p, dX_p,
+                                            dW_ih_p, dW_hh_p, dbias_p)
                 hi = lo
         elif n_blocks == 1:
             _backward_rows(0, B, 0, T, T, B, H, P, len_p, W_hh_p, W_hr_p, reverse,
