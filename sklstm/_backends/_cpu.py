@@ -50,6 +50,22 @@ def _single_threaded_blas(libraries):
             library.set_num_threads(n_threads)
 
 
+# From this many multiply-adds per timestep and piece, a call that is cut in
+# pieces always runs them on all its threads. Such a call lasts tens of
+# milliseconds with no synchronisation until its end, so a descheduled thread
+# costs it a few per cent at worst, while a one-thread try would cost the
+# chooser half the call. W3 (B=128, H=256: 33.5M per step) and W2 inference
+# (B=1024, H=64: 16.8M) are above; W2 training (1M) is measured.
+_MIN_WORK_ALWAYS_SPLIT = 2**23
+
+
+def _step_work(n_rows, n_units, n_out=None):
+    """Multiply-adds of one timestep's GEMMs (with a projection: two)."""
+    if n_out is None:
+        return n_rows * 4 * n_units * n_units
+    return n_rows * 5 * n_units * n_out
+
+
 def _thread_plan(n_rows, n_units, n_out=None, min_work=_MIN_WORK_TO_SPLIT):
     """``(n_parts, context)`` for one kernel call.
 
@@ -72,11 +88,7 @@ def _thread_plan(n_rows, n_units, n_out=None, min_work=_MIN_WORK_TO_SPLIT):
     libraries = [(lib, lib.num_threads)
                  for lib in _blas_controller().lib_controllers]
     limit = min([max_threads()] + [n for _, n in libraries])
-    if n_out is None:
-        work = n_rows * 4 * n_units * n_units
-    else:
-        work = n_rows * 5 * n_units * n_out
-    n_parts = limit if work >= min_work else 1
+    n_parts = limit if _step_work(n_rows, n_units, n_out) >= min_work else 1
     # Even on one kernel thread, BLAS stays single-threaded: its thread pool
     # on the small per-step GEMMs is what collapsed under contention.
     if limit > 1:
@@ -172,15 +184,16 @@ _thread_chooser = _ThreadChooser()
 
 
 @contextmanager
-def _timed_run(key, n_parts, n_steps):
+def _timed_run(key, n_parts, n_steps, step_work):
     """Choose the threads of one kernel call and time it for the chooser.
 
-    Yields the number of threads to run the call on.
+    Yields the number of threads to run the call on: all ``n_parts`` when
+    each piece has ``_MIN_WORK_ALWAYS_SPLIT`` per step, else the chooser's.
     """
-    n_threads = _thread_chooser.choose(key, n_parts)
-    if n_parts == 1:
-        yield 1
+    if n_parts == 1 or step_work >= n_parts * _MIN_WORK_ALWAYS_SPLIT:
+        yield n_parts
         return
+    n_threads = _thread_chooser.choose(key, n_parts)
     start = time.perf_counter()
     yield n_threads
     _thread_chooser.record(key, n_threads,
@@ -331,7 +344,8 @@ class CPUBackend(LSTMBackend):
         )
         key = ("forward", bool(training), hidden is not None, X.shape[1:],
                W_hh.shape, dtype, n_parts)  # fmt: skip
-        with context, _timed_run(key, n_parts, n_steps) as n_threads:
+        work = _step_work(n_seq, n_units, None if W_hr is None else n_out)
+        with context, _timed_run(key, n_parts, n_steps, work) as n_threads:
             lstm_forward(
                 X, lengths, W_ih, W_hh, bias, bool(reverse), bool(training),
                 gates, cells, hidden, h_n, c_n, step_gates, n_threads,
@@ -395,7 +409,8 @@ class CPUBackend(LSTMBackend):
             n_seq, n_units, None if W_hr is None else n_out
         )
         key = ("backward", X.shape[1:], W_hh.shape, dtype, n_parts)
-        with context, _timed_run(key, n_parts, n_steps) as n_threads:
+        work = _step_work(n_seq, n_units, None if W_hr is None else n_out)
+        with context, _timed_run(key, n_parts, n_steps, work) as n_threads:
             lstm_backward(
                 X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
                 dX, dW_ih, dW_hh, dbias, dgates, dgates_step, dh_rec, dc_state,
