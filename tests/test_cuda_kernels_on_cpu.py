@@ -11,6 +11,7 @@ Skipped when no C++ compiler is found.
 """
 
 import ctypes
+import pickle
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sklstm import LSTMClassifier, LSTMRegressor
 from sklstm._backends import _cupy
 from sklstm._backends._cupy import CupyBackend, LSTMOps, kernel_options
 from sklstm._backends._reference import ReferenceBackend
+from sklstm._base import BaseLSTM
 from sklstm._network import LSTMNetwork
 from sklstm._optimizers import Adam
 
@@ -30,6 +33,9 @@ SHIM = Path(__file__).parent / "cuda_on_cpu" / "cuda_shim.h"
 # The emulated launch grid: a few blocks and threads, so the kernels'
 # grid-stride indexing is exercised with several "threads" sharing the work.
 EMULATED_GRID = (2, 3)
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 class _Dim3(ctypes.Structure):
@@ -236,3 +242,65 @@ def test_network_gradient_matches_reference(host_ops, rng, dtype, output):
     (loss, grad), (loss_ref, grad_ref) = results
     np.testing.assert_allclose(float(loss), loss_ref, **TOL[dtype])
     np.testing.assert_allclose(grad, grad_ref, **TOL[dtype])
+
+
+# ------------------------------------------------------------------ estimators
+# The estimators' GPU code path (device arrays through the network, losses
+# summed on the device, the fused Adam kernel, NumPy weights at the end),
+# run with the emulated backend in place of CuPy's.
+def _emulate_gpu_fit(monkeypatch, host_ops):
+    monkeypatch.setattr(BaseLSTM, "_fit_backend",
+                        lambda self: CupyBackend(ops=host_ops))
+
+
+def _padded_sequences(rng, dtype, n_samples=40, n_steps=7, n_features=2):
+    X = rng.standard_normal((n_samples, n_steps, n_features)).astype(dtype)
+    lengths = rng.randint(2, n_steps + 1, n_samples)
+    X[np.arange(n_steps) >= lengths[:, np.newaxis]] = np.nan  # padding
+    return X, lengths
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_regressor_fit_through_gpu_path_matches_cpu(monkeypatch, host_ops, rng,
+                                                    dtype, solver):
+    X, lengths = _padded_sequences(rng, dtype)
+    y = np.nan_to_num(X[:, :, 0]).sum(axis=1)
+    params = dict(hidden_layer_sizes=(5,), max_iter=4, batch_size=16, solver=solver,
+                  alpha=1e-3, clip_norm=1.0, random_state=0)
+    cpu = LSTMRegressor(**params).fit(X, y)
+    _emulate_gpu_fit(monkeypatch, host_ops)
+    host_ops.launches.clear()
+    gpu = LSTMRegressor(**params).fit(X, y)
+    assert host_ops.launches["lstm_gates_forward"] > 0
+    assert ("adam_update" in host_ops.launches) == (solver == "adam")
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-9)
+    np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, **tol)
+    assert type(gpu._params) is np.ndarray and gpu._params.dtype == dtype
+    assert all(isinstance(value, (np.ndarray, int))
+               for value in gpu._optimizer_state.values())
+    # Predictions run on the CPU backend (device='cpu') with the GPU weights,
+    # also after a pickle round trip.
+    restored = pickle.loads(pickle.dumps(gpu))
+    np.testing.assert_allclose(restored.predict(X), cpu.predict(X), **tol)
+
+
+def test_classifier_fit_through_gpu_path_matches_cpu(monkeypatch, host_ops, rng):
+    """Early stopping, dropout, bidirectional stacked layers, a projection and
+    per-timestep outputs, on the GPU code path."""
+    X, lengths = _padded_sequences(rng, np.float64, n_samples=60)
+    y = [(np.nan_to_num(x[:length, 0]) > 0).astype(int)
+         for x, length in zip(X, lengths)]
+    y = np.array([np.pad(labels, (0, X.shape[1] - len(labels))) for labels in y])
+    params = dict(hidden_layer_sizes=(6, 6), bidirectional=True, proj_size=3,
+                  dropout=0.2, output="sequence", early_stopping=True,
+                  validation_fraction=0.2, max_iter=3, batch_size=16,
+                  random_state=0)
+    X_list = [x[:length] for x, length in zip(X, lengths)]
+    y_list = [labels[:length] for labels, length in zip(y, lengths)]
+    cpu = LSTMClassifier(**params).fit(X_list, y_list)
+    _emulate_gpu_fit(monkeypatch, host_ops)
+    gpu = LSTMClassifier(**params).fit(X_list, y_list)
+    np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-9)
+    np.testing.assert_allclose(gpu.validation_scores_, cpu.validation_scores_)
+    np.testing.assert_allclose(gpu._params, cpu._params, rtol=1e-8, atol=1e-10)
