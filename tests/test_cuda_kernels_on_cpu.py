@@ -304,3 +304,37 @@ def test_classifier_fit_through_gpu_path_matches_cpu(monkeypatch, host_ops, rng)
     np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-9)
     np.testing.assert_allclose(gpu.validation_scores_, cpu.validation_scores_)
     np.testing.assert_allclose(gpu._params, cpu._params, rtol=1e-8, atol=1e-10)
+
+
+def _nvrtc():
+    """CuPy's NVRTC bindings with the library loaded, or skip."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        try:
+            nvrtc.getVersion()
+        except Exception:
+            # CuPy 14 finds pip-installed CUDA libraries through
+            # cuda-pathfinder; load NVRTC through it explicitly.
+            from cuda import pathfinder
+
+            pathfinder.load_nvidia_dynamic_lib("nvrtc")
+            nvrtc.getVersion()
+    except Exception as exc:
+        pytest.skip(f"CuPy's NVRTC is not usable here ({type(exc).__name__})")
+    return nvrtc
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_source_compiles_with_nvrtc(dtype):
+    """NVRTC, the compiler behind cupy.RawModule, accepts the source and
+    exports the kernels under their C names. Needs CuPy and NVRTC, no GPU."""
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(_cupy.KERNEL_SOURCE.read_text(), "lstm.cu",
+                                  [], [])
+    nvrtc.compileProgram(program, kernel_options(dtype)
+                         + ("--gpu-architecture=compute_80",))
+    ptx = nvrtc.getPTX(program)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    for name in ("lstm_gates_forward", "lstm_gates_backward", "adam_update"):
+        assert f".entry {name}(" in ptx

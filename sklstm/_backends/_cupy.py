@@ -278,9 +278,29 @@ class CupyBackend(LSTMBackend):
     # loss) there instead of reading each one back (a synchronisation).
     on_device = True
 
+    # Layouts kept for reuse (see _layout); beyond this many, start afresh.
+    _MAX_LAYOUTS = 16
+
     def __init__(self, ops=None, allow_tf32=False):
         self.ops = default_ops(bool(allow_tf32)) if ops is None else ops
         self.xp = self.ops.xp
+        self._layouts = {}
+
+    def _layout(self, lengths, n_steps, reverse):
+        """The :class:`_Layout` of a minibatch, reused across calls.
+
+        Building one copies a few small index arrays to the device; the
+        minibatches of an epoch mostly share their lengths (all of them when
+        the sequences have equal lengths), so each layout is built once.
+        """
+        key = (lengths.tobytes(), n_steps, reverse)
+        layout = self._layouts.get(key)
+        if layout is None:
+            if len(self._layouts) >= self._MAX_LAYOUTS:
+                self._layouts.clear()
+            layout = self._layouts[key] = _Layout(self.xp, lengths, n_steps,
+                                                  reverse)
+        return layout
 
     def forward(self, X, lengths, W_ih, W_hh, bias, reverse=False, training=True,
                 return_sequences=True, W_hr=None):
@@ -305,7 +325,7 @@ class CupyBackend(LSTMBackend):
         n_steps, n_seq, n_features = X.shape
         n_units = W_hh.shape[0] // 4
         n_out = W_hh.shape[1]  # P: proj_size with a projection, else H
-        layout = _Layout(xp, lengths, n_steps, bool(reverse))
+        layout = self._layout(lengths, n_steps, bool(reverse))
         X_steps = xp.ascontiguousarray(layout.to_steps(X))
 
         with ops.tf32_context():
