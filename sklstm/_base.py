@@ -30,6 +30,11 @@ from ._version import __version__
 # per layer-direction: batches are sized to keep it near this many bytes.
 _PREDICT_BUFFER_BYTES = 32 * 2**20
 _PREDICT_MAX_BATCH = 1024
+# On a GPU each timestep costs a few kernel launches whatever the batch, so
+# predict takes larger batches there (device memory, not a CPU cache, is the
+# limit).
+_GPU_PREDICT_BUFFER_BYTES = 1024 * 2**20
+_GPU_PREDICT_MAX_BATCH = 4096
 
 
 def time_major_batch(X, lengths, indices):
@@ -631,8 +636,11 @@ def _raw_output_of(network, backend, params, X, lengths):
     n_samples, n_steps = X.shape[:2]
     widest = max(network.hidden_layer_sizes + (network.n_features,))
     per_sequence = n_steps * 4 * widest * X.itemsize
-    batch_size = int(np.clip(_PREDICT_BUFFER_BYTES // per_sequence, 1,
-                             _PREDICT_MAX_BATCH))
+    if getattr(backend, "on_device", False):
+        buffer_bytes, max_batch = _GPU_PREDICT_BUFFER_BYTES, _GPU_PREDICT_MAX_BATCH
+    else:
+        buffer_bytes, max_batch = _PREDICT_BUFFER_BYTES, _PREDICT_MAX_BATCH
+    batch_size = int(np.clip(buffer_bytes // per_sequence, 1, max_batch))
     if network.output == "sequence":
         raw = np.full((n_samples, n_steps, network.n_outputs), np.nan, dtype=X.dtype)
     else:
