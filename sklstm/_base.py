@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils.validation import check_is_fitted
 
-from ._backends import get_backend
+from ._backends import cuda_status, get_backend, to_numpy
 from ._compat import Interval, StrOptions, _check_sample_weight
 from ._network import LSTMNetwork
 from ._optimizers import SGD, Adam, clip_by_global_norm
@@ -30,6 +30,11 @@ from ._version import __version__
 # per layer-direction: batches are sized to keep it near this many bytes.
 _PREDICT_BUFFER_BYTES = 32 * 2**20
 _PREDICT_MAX_BATCH = 1024
+# On a GPU each timestep costs a few kernel launches whatever the batch, so
+# predict takes larger batches there (device memory, not a CPU cache, is the
+# limit).
+_GPU_PREDICT_BUFFER_BYTES = 1024 * 2**20
+_GPU_PREDICT_MAX_BATCH = 4096
 
 
 def time_major_batch(X, lengths, indices):
@@ -89,6 +94,8 @@ class BaseLSTM(BaseEstimator, ABC):
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
+        "allow_tf32": ["boolean"],
     }
 
     @abstractmethod
@@ -121,6 +128,8 @@ class BaseLSTM(BaseEstimator, ABC):
         epsilon=1e-8,
         n_iter_no_change=10,
         clip_norm=None,
+        device="cpu",
+        allow_tf32=False,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.bidirectional = bidirectional
@@ -148,6 +157,8 @@ class BaseLSTM(BaseEstimator, ABC):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.clip_norm = clip_norm
+        self.device = device
+        self.allow_tf32 = allow_tf32
 
     # ----------------------------------------------------------- subclass API
     @abstractmethod
@@ -193,12 +204,28 @@ class BaseLSTM(BaseEstimator, ABC):
     def _network(self):
         return LSTMNetwork(**self._network_spec)
 
-    def _make_optimizer(self, n_params, dtype):
+    def _make_optimizer(self, n_params, dtype, backend):
+        """The solver, its buffers in the backend's array module."""
         if self.solver == "sgd":
             return SGD(n_params, dtype, self.learning_rate_init, self.momentum,
-                       self.nesterovs_momentum)
+                       self.nesterovs_momentum, xp=backend.xp)
+        # The GPU backend does Adam's update in one kernel.
+        ops = getattr(backend, "ops", None)
         return Adam(n_params, dtype, self.learning_rate_init, self.beta_1,
-                    self.beta_2, self.epsilon)
+                    self.beta_2, self.epsilon, xp=backend.xp,
+                    fused_update=None if ops is None else ops.adam_update)
+
+    def _fit_backend(self):
+        """The backend ``fit`` trains on; raises for 'cuda' without a GPU."""
+        return get_backend(self.device, allow_tf32=self.allow_tf32)
+
+    def _predict_backend(self):
+        """The backend of ``predict``: the GPU when ``device`` asks for one
+        and one is usable, else the CPU, silently. A model fitted on a GPU
+        thereby predicts on a machine without one (its weights are NumPy)."""
+        if self.device != "cpu" and cuda_status()[0] is not None:
+            return get_backend("cuda", allow_tf32=self.allow_tf32)
+        return get_backend("cpu")
 
     def _batch_size(self, n_samples):
         if self.batch_size == "auto":
@@ -256,6 +283,9 @@ class BaseLSTM(BaseEstimator, ABC):
     def _fit_epochs(self, X, y, sample_weight, incremental, classes):
         how = "partial_fit" if incremental else "fit with warm_start=True"
         continuing = (incremental or self.warm_start) and hasattr(self, "_params")
+        # First, so that device="cuda" without a GPU fails before any work.
+        backend = self._fit_backend()
+        xp = backend.xp
         layer_sizes = self._layer_sizes()
         if self.dropout > 0 and len(layer_sizes) == 1:
             warnings.warn(
@@ -302,10 +332,10 @@ class BaseLSTM(BaseEstimator, ABC):
         if continuing:
             network = self._network()
             self._check_continuable(network, layer_sizes, Y.shape[-1], how)
-            params = self._params.copy()
+            params = xp.array(self._params)  # a copy, on the backend's device
             rng = np.random.RandomState()
             rng.set_state(self._rng_state)
-            optimizer = self._make_optimizer(network.n_params, dtype)
+            optimizer = self._make_optimizer(network.n_params, dtype, backend)
             # Moments carry over unless the solver changed since. partial_fit
             # keeps the scheduled step size; a warm-start fit restarts it at
             # learning_rate_init, as scikit-learn's MLP does.
@@ -328,8 +358,10 @@ class BaseLSTM(BaseEstimator, ABC):
             )
             network = LSTMNetwork(**network_spec)
             rng = check_random_state(self.random_state)
-            params = network.init_params(rng, dtype, out_activation)
-            optimizer = self._make_optimizer(network.n_params, dtype)
+            # Drawn on the host from the same random state on every device,
+            # then moved: a GPU fit starts from the CPU fit's weights.
+            params = xp.asarray(network.init_params(rng, dtype, out_activation))
+            optimizer = self._make_optimizer(network.n_params, dtype, backend)
             history = dict(loss_curve=[], best_loss=np.inf, validation_scores=[],
                            best_validation_score=-np.inf, no_improvement=0, t=0)
 
@@ -349,7 +381,6 @@ class BaseLSTM(BaseEstimator, ABC):
                 )
         best_params = params.copy()
 
-        backend = get_backend("cpu")
         weight_mask = network.weight_mask()
         batch_size = self._batch_size(len(train))
         converged = False
@@ -412,9 +443,11 @@ class BaseLSTM(BaseEstimator, ABC):
             self.out_activation_ = out_activation
             self.n_outputs_ = Y.shape[-1]
             self.n_params_ = network.n_params
-        self._params = params
+        # Fitted state is NumPy whatever the device (DESIGN §4): it pickles,
+        # clones and predicts on machines without CuPy.
+        self._params = to_numpy(params)
         self._optimizer_state = {
-            key: value.copy() if isinstance(value, np.ndarray) else value
+            key: value if np.isscalar(value) else to_numpy(value).copy()
             for key, value in optimizer.state().items()
         }
         self._effective_learning_rate = optimizer.learning_rate
@@ -442,13 +475,21 @@ class BaseLSTM(BaseEstimator, ABC):
 
     def _train_one_epoch(self, network, backend, params, optimizer, X, lengths, Y,
                          sample_weight, train, batch_size, rng, weight_mask, epoch):
-        """One pass of minibatch updates over the ``train`` rows; the mean loss."""
+        """One pass of minibatch updates over the ``train`` rows; the mean loss.
+
+        Minibatches are gathered on the host and copied to the backend's
+        device (``xp.asarray``, a no-op on the CPU). On a device the losses
+        are summed there and read once, at the end of the epoch: reading
+        each one would wait for the device after every minibatch.
+        """
+        xp = backend.xp
+        on_device = getattr(backend, "on_device", False)
         order = rng.permutation(train) if self.shuffle else train
         n_batches = -(-len(order) // batch_size)
         show_progress = self.verbose >= 2 and n_batches >= 10
         # The L2 term multiplies by this 0/1 mask; in the parameters' dtype
         # that is the cheapest way to skip the biases (see loss_and_grad).
-        weight_mask = weight_mask.astype(params.dtype)
+        weight_mask = xp.asarray(weight_mask.astype(params.dtype))
         epoch_loss = 0.0
         for index, batch in enumerate(gen_batches(len(order), batch_size)):
             X_batch, batch_lengths, rows = time_major_batch(X, lengths, order[batch])
@@ -458,19 +499,21 @@ class BaseLSTM(BaseEstimator, ABC):
                 Y_batch = np.ascontiguousarray(Y_batch[:, :n_steps].transpose(1, 0, 2))
                 weight_batch = np.ascontiguousarray(weight_batch[:, :n_steps].T)
             loss, grad = network.loss_and_grad(
-                backend, params, X_batch, batch_lengths, Y_batch, weight_batch,
+                backend, params, xp.asarray(X_batch), batch_lengths,
+                xp.asarray(Y_batch), xp.asarray(weight_batch),
                 alpha=self.alpha, dropout=self.dropout, random_state=rng,
                 weight_mask=weight_mask,
             )
-            if not np.isfinite(loss):
+            if not on_device and not np.isfinite(loss):
                 self._raise_diverged(epoch)
             if self.clip_norm is not None:  # else the norm is not needed
-                clip_by_global_norm(grad, self.clip_norm)
+                clip_by_global_norm(grad, self.clip_norm, xp=xp)
             optimizer.update(params, grad)
             epoch_loss += loss * len(rows)
             if show_progress:
                 _progress_bar(index + 1, n_batches)
-        if not np.isfinite(params).all():
+        epoch_loss = float(epoch_loss)  # on a device: the epoch's one read
+        if not (np.isfinite(epoch_loss) and bool(xp.isfinite(params).all())):
             self._raise_diverged(epoch)
         return epoch_loss / len(order)
 
@@ -494,7 +537,9 @@ class BaseLSTM(BaseEstimator, ABC):
         """
         check_is_fitted(self, "_params")
         X, lengths = check_sequences(self, X, reset=False)
-        raw = _raw_output_of(self._network(), get_backend("cpu"), self._params,
+        backend = self._predict_backend()
+        raw = _raw_output_of(self._network(), backend,
+                             backend.xp.asarray(self._params),
                              X.astype(self._params.dtype, copy=False), lengths)
         return raw, lengths
 
@@ -583,12 +628,19 @@ class BaseLSTM(BaseEstimator, ABC):
 
 
 def _raw_output_of(network, backend, params, X, lengths):
-    """Raw head output of ``params`` for padded sequences, in input order."""
+    """Raw head output of ``params`` for padded sequences, in input order.
+
+    ``X`` is a host array and the result too; ``params`` lives on the
+    backend's device, to which each batch is copied.
+    """
     n_samples, n_steps = X.shape[:2]
     widest = max(network.hidden_layer_sizes + (network.n_features,))
     per_sequence = n_steps * 4 * widest * X.itemsize
-    batch_size = int(np.clip(_PREDICT_BUFFER_BYTES // per_sequence, 1,
-                             _PREDICT_MAX_BATCH))
+    if getattr(backend, "on_device", False):
+        buffer_bytes, max_batch = _GPU_PREDICT_BUFFER_BYTES, _GPU_PREDICT_MAX_BATCH
+    else:
+        buffer_bytes, max_batch = _PREDICT_BUFFER_BYTES, _PREDICT_MAX_BATCH
+    batch_size = int(np.clip(buffer_bytes // per_sequence, 1, max_batch))
     if network.output == "sequence":
         raw = np.full((n_samples, n_steps, network.n_outputs), np.nan, dtype=X.dtype)
     else:
@@ -597,7 +649,9 @@ def _raw_output_of(network, backend, params, X, lengths):
     by_length = np.argsort(-lengths, kind="stable")
     for batch in gen_batches(n_samples, batch_size):
         X_batch, batch_lengths, rows = time_major_batch(X, lengths, by_length[batch])
-        raw_batch, _ = network.forward(backend, params, X_batch, batch_lengths)
+        raw_batch, _ = network.forward(backend, params, backend.xp.asarray(X_batch),
+                                       batch_lengths)
+        raw_batch = to_numpy(raw_batch)
         if network.output == "sequence":
             # The valid timesteps of the whole batch in one fancy assignment,
             # not a Python loop over its (up to 1024) sequences.

@@ -89,6 +89,18 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         Epochs without improvement before stopping.
     clip_norm : float or None, default=None
         Rescale each minibatch gradient to at most this global L2 norm.
+    device : {'cpu', 'cuda', 'auto'}, default='cpu'
+        Where ``fit`` and ``predict`` run. 'cuda' trains on an NVIDIA GPU
+        through CuPy, and ``fit`` raises an error with an installation hint
+        if CuPy or a GPU is missing; 'auto' uses the GPU when CuPy and a GPU
+        are usable, else the CPU. Fitted weights are NumPy arrays whatever
+        the device, so a model trained on a GPU pickles and predicts
+        anywhere; ``predict`` falls back to the CPU when no GPU is usable.
+        See :doc:`/user_guide/gpu`.
+    allow_tf32 : bool, default=False
+        With a GPU, let float32 matrix products use TF32 tensor cores
+        (faster on large models, about 3 significant digits per product).
+        No effect on the CPU or in float64.
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes in the loss, ``{label: weight}``; 'balanced'
         weighs each class by ``n_samples / (n_classes * count)``. Multiplies
@@ -176,6 +188,8 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
         epsilon=1e-8,
         n_iter_no_change=10,
         clip_norm=None,
+        device="cpu",
+        allow_tf32=False,
         class_weight=None,
     ):
         self.class_weight = class_weight
@@ -206,6 +220,8 @@ class LSTMClassifier(ClassifierMixin, BaseLSTM):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             clip_norm=clip_norm,
+            device=device,
+            allow_tf32=allow_tf32,
         )
 
     _parameter_constraints: dict = {

@@ -7,10 +7,25 @@ log-losses) keeps them finite for any input without clipping probabilities.
 
 The mean is ``sum_i w_i * loss_i / sum_i w_i``; with unit weights this is the
 plain mean, bit for bit, because the same operations run either way.
+
+The losses work on NumPy and on CuPy arrays (the GPU backend's): on CuPy the
+loss is returned as a 0-d device array, so that reading it does not wait for
+the device after every minibatch.
 """
 
 import numpy as np
-from scipy.special import expit, log_softmax, softmax
+import scipy.special
+from scipy.special import expit, softmax
+
+
+def _namespace(array):
+    """The array module and its ``scipy.special`` for ``array``."""
+    if isinstance(array, np.ndarray):
+        return np, scipy.special
+    import cupy  # only reached with CuPy arrays, so CuPy is installed
+    import cupyx.scipy.special
+
+    return cupy, cupyx.scipy.special
 
 
 def identity(raw):
@@ -33,8 +48,11 @@ OUTPUT_ACTIVATIONS = {"identity": identity, "logistic": logistic, "softmax": _so
 def _weighted_mean_and_scale(per_sample, sample_weight):
     """The weighted mean of ``per_sample``, and the weights as a column
     divided by their sum (the factor of each row of the gradient)."""
+    xp, _ = _namespace(per_sample)
     total = sample_weight.sum()  # once: a minibatch's loss is small work
-    loss = float(np.dot(sample_weight, per_sample) / total)
+    loss = xp.dot(sample_weight, per_sample) / total
+    if xp is np:
+        loss = float(loss)
     return loss, (sample_weight / total)[:, np.newaxis]
 
 
@@ -61,10 +79,11 @@ def squared_error(y_true, raw, sample_weight):
 
 def softmax_log_loss(y_true, raw, sample_weight):
     """Cross-entropy of a softmax output; ``y_true`` is one-hot."""
-    log_proba = log_softmax(raw, axis=1)
+    xp, special = _namespace(raw)
+    log_proba = special.log_softmax(raw, axis=1)
     loss, scale = _weighted_mean_and_scale(-(y_true * log_proba).sum(axis=1),
                                            sample_weight)
-    draw = np.exp(log_proba)
+    draw = xp.exp(log_proba)
     draw -= y_true
     draw *= scale
     return loss, draw
@@ -76,9 +95,10 @@ def logistic_log_loss(y_true, raw, sample_weight):
     ``-[y log p + (1-y) log(1-p)]`` with ``p = expit(raw)`` equals
     ``logaddexp(0, raw) - y * raw``, which is finite for any ``raw``.
     """
-    per_sample = (np.logaddexp(0, raw) - y_true * raw).sum(axis=1)
+    xp, special = _namespace(raw)
+    per_sample = (xp.logaddexp(0, raw) - y_true * raw).sum(axis=1)
     loss, scale = _weighted_mean_and_scale(per_sample, sample_weight)
-    draw = expit(raw)
+    draw = special.expit(raw)
     draw -= y_true
     draw *= scale
     return loss, draw

@@ -36,6 +36,14 @@ then ``W_hr (P, H)``, the projection ``h_t = (o * tanh(c_t)) @ W_hr.T``); then
 the head ``W_out (n_outputs, D)`` and ``b_out (n_outputs,)``. Gradients use
 the same layout, so the optimizer, gradient clipping, L2 and finite
 differences each touch one array.
+
+Devices
+-------
+Every array operation goes through ``backend.xp`` (NumPy, or CuPy for the
+GPU backend), so with the GPU backend the flat buffer, the head, the loss and
+its gradient stay on the device. ``lengths`` stays a host array (the backends
+drive their loops from it); dropout masks are drawn on the host from the
+same random state as on the CPU, then copied to the device.
 """
 
 from dataclasses import dataclass
@@ -223,6 +231,7 @@ class LSTMNetwork:
         cache : list or None
             For :meth:`backward` when training.
         """
+        xp = backend.xp
         layer_input = X
         layer_caches = []
         n_layers = len(self.hidden_layer_sizes)
@@ -244,12 +253,13 @@ class LSTMNetwork:
             mask = None
             layer_output = None
             if layer < n_layers - 1 or self.output == "sequence":
-                layer_output = np.concatenate(outputs, axis=2) \
+                layer_output = xp.concatenate(outputs, axis=2) \
                     if self.n_directions == 2 else outputs[0]
             if layer < n_layers - 1:
                 if training and dropout > 0:
                     keep = random_state.random_sample(layer_output.shape) >= dropout
-                    mask = keep.astype(layer_output.dtype) / (1.0 - dropout)
+                    mask = xp.asarray(keep.astype(layer_output.dtype)
+                                      / (1.0 - dropout))
                     layer_output = layer_output * mask
                 layer_input = layer_output
             layer_caches.append((direction_caches, mask))
@@ -257,7 +267,7 @@ class LSTMNetwork:
         if self.output == "sequence":
             head_input = layer_output  # (T, B, D)
         else:
-            head_input = np.concatenate(last_states, axis=1) \
+            head_input = xp.concatenate(last_states, axis=1) \
                 if self.n_directions == 2 else last_states[0]  # (B, D)
         head = self.head_views(flat)
         raw = head_input @ head["W_out"].T + head["b_out"]
@@ -282,14 +292,15 @@ class LSTMNetwork:
         grad : ndarray of shape (n_params,)
         dX : ndarray of shape (T, B, n_features), only if ``return_input_grad``
         """
+        xp = backend.xp
         layer_caches, head_input, lengths, n_steps = cache
-        grad = np.zeros(self.n_params, dtype=flat.dtype)
+        grad = xp.zeros(self.n_params, dtype=flat.dtype)
         head, dhead = self.head_views(flat), self.head_views(grad)
         n_outputs, width = head["W_out"].shape
         draw_rows = draw.reshape(-1, n_outputs)
         # Written straight into the gradient buffer: no temporaries.
-        np.matmul(draw_rows.T, head_input.reshape(-1, width), out=dhead["W_out"])
-        np.sum(draw_rows, axis=0, out=dhead["b_out"])
+        xp.matmul(draw_rows.T, head_input.reshape(-1, width), out=dhead["W_out"])
+        xp.sum(draw_rows, axis=0, out=dhead["b_out"])
         dhead_input = draw @ head["W_out"]  # (B, D) or (T, B, D)
 
         n_layers = len(self.hidden_layer_sizes)
@@ -301,15 +312,15 @@ class LSTMNetwork:
             for direction in range(self.n_directions):
                 columns = slice(direction * n_units, (direction + 1) * n_units)
                 if layer == n_layers - 1 and self.output == "last":
-                    dhidden = np.zeros((n_steps, len(lengths), n_units),
+                    dhidden = xp.zeros((n_steps, len(lengths), n_units),
                                        dtype=flat.dtype)
                     # The head read h at t = length-1 (forward) or t = 0 (reverse).
-                    times = 0 if direction else lengths - 1
-                    dhidden[times, np.arange(len(lengths))] = dhead_input[:, columns]
+                    times = 0 if direction else xp.asarray(lengths - 1)
+                    dhidden[times, xp.arange(len(lengths))] = dhead_input[:, columns]
                 elif layer == n_layers - 1:
-                    dhidden = np.ascontiguousarray(dhead_input[:, :, columns])
+                    dhidden = xp.ascontiguousarray(dhead_input[:, :, columns])
                 else:
-                    dhidden = np.ascontiguousarray(dlayer_output[:, :, columns])
+                    dhidden = xp.ascontiguousarray(dlayer_output[:, :, columns])
                 dX, dW_ih, dW_hh, dbias, *dW_hr = backend.backward(
                     dhidden, direction_caches[direction]
                 )
@@ -351,31 +362,38 @@ class LSTMNetwork:
 
         Returns
         -------
-        loss : float
+        loss : float, or a 0-d device array with a GPU backend (reading it
+            would wait for the device)
         grad : ndarray of shape (n_params,)
         """
+        xp = backend.xp
         raw, cache = self.forward(
             backend, flat, X, lengths, training=True, dropout=dropout,
             random_state=random_state,
         )
         if self.output == "sequence":
-            valid = np.arange(X.shape[0])[:, np.newaxis] < lengths  # (T, B)
+            valid = xp.asarray(np.arange(X.shape[0])[:, np.newaxis] < lengths)
             loss, draw_valid = LOSSES[self.loss](Y[valid], raw[valid],
                                                  sample_weight[valid])
-            draw = np.zeros_like(raw)
+            draw = xp.zeros_like(raw)
             draw[valid] = draw_valid
         else:
             loss, draw = LOSSES[self.loss](Y, raw, sample_weight)
         grad = self.backward(backend, flat, draw.astype(flat.dtype, copy=False), cache)
         if alpha > 0:
             if weight_mask is None:
-                weight_mask = self.weight_mask()
+                weight_mask = xp.asarray(self.weight_mask())
             # Multiplying by the mask zeroes the biases (a negative one to
             # -0.0, which adds nothing either): 3x cheaper than np.where with
             # a bool mask, 5x with a 0/1 mask in flat's dtype.
             weights = flat * weight_mask
             n_samples = X.shape[1]
-            loss += 0.5 * alpha * float(np.dot(weights, weights)) / n_samples
+            squared_norm = xp.dot(weights, weights)
+            # On a device the sum stays there (in float64, as a Python float
+            # would be): no synchronisation per minibatch.
+            squared_norm = (float(squared_norm) if xp is np
+                            else squared_norm.astype(np.float64))
+            loss += 0.5 * alpha * squared_norm / n_samples
             weights *= alpha / n_samples
             grad += weights
         return loss, grad

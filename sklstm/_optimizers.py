@@ -4,6 +4,10 @@ They follow the update rules of scikit-learn's ``MLPRegressor`` (whose
 ``SGDOptimizer``/``AdamOptimizer`` work on lists of arrays); here every
 parameter and gradient is one contiguous array, so each update is a handful
 of vectorised operations over the whole model.
+
+The buffers live in the array module ``xp`` given to the constructor (NumPy,
+or CuPy for the GPU backend, whose fused Adam kernel then does the whole
+update in one launch).
 """
 
 import numpy as np
@@ -17,22 +21,25 @@ class SGD:
     ``params += momentum * velocity - learning_rate * grad``.
     """
 
-    def __init__(self, n_params, dtype, learning_rate, momentum=0.9, nesterov=True):
+    def __init__(self, n_params, dtype, learning_rate, momentum=0.9, nesterov=True,
+                 xp=np):
         self.learning_rate = learning_rate
         self.momentum = momentum
         self.nesterov = nesterov
-        self.velocity = np.zeros(n_params, dtype=dtype)
+        self._xp = xp
+        self.velocity = xp.zeros(n_params, dtype=dtype)
         # Scratch for update(): no temporaries per minibatch.
-        self._scaled_grad = np.empty(n_params, dtype=dtype)
-        self._step = np.empty(n_params, dtype=dtype)
+        self._scaled_grad = xp.empty(n_params, dtype=dtype)
+        self._step = xp.empty(n_params, dtype=dtype)
 
     def update(self, params, grad):
         # The operations of the formulas above, in their order, in place.
-        scaled_grad = np.multiply(grad, self.learning_rate, out=self._scaled_grad)
+        xp = self._xp
+        scaled_grad = xp.multiply(grad, self.learning_rate, out=self._scaled_grad)
         self.velocity *= self.momentum
         self.velocity -= scaled_grad
         if self.nesterov:
-            step = np.multiply(self.velocity, self.momentum, out=self._step)
+            step = xp.multiply(self.velocity, self.momentum, out=self._step)
             step -= scaled_grad
             params += step
         else:
@@ -42,24 +49,32 @@ class SGD:
         return {"velocity": self.velocity}
 
     def load_state(self, state):
-        self.velocity[...] = state["velocity"]
+        self.velocity[...] = self._xp.asarray(state["velocity"])
 
 
 class Adam:
-    """Adam (Kingma and Ba, 2014) with bias correction folded into the step."""
+    """Adam (Kingma and Ba, 2014) with bias correction folded into the step.
+
+    ``fused_update``, when given, is a function doing the whole update in
+    one kernel (the GPU backend's ``ops.adam_update``); it follows the same
+    operations in the same order.
+    """
 
     def __init__(self, n_params, dtype, learning_rate, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8):
+                 epsilon=1e-8, xp=np, fused_update=None):
         self.learning_rate = learning_rate
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_steps = 0
-        self.m = np.zeros(n_params, dtype=dtype)
-        self.v = np.zeros(n_params, dtype=dtype)
-        # Scratch for update(); the step is float64 (see update()).
-        self._scratch = np.empty(n_params, dtype=dtype)
-        self._step = np.empty(n_params, dtype=np.float64)
+        self._xp = xp
+        self._fused_update = fused_update
+        self.m = xp.zeros(n_params, dtype=dtype)
+        self.v = xp.zeros(n_params, dtype=dtype)
+        if fused_update is None:
+            # Scratch for update(); the step is float64 (see update()).
+            self._scratch = xp.empty(n_params, dtype=dtype)
+            self._step = xp.empty(n_params, dtype=np.float64)
 
     def update(self, params, grad):
         # In place, through two scratch buffers: fresh model-sized
@@ -70,14 +85,6 @@ class Adam:
         #   params -= step_size * m / (sqrt(v) + epsilon)
         # so the result is the same bit for bit.
         self.n_steps += 1
-        scratch, step = self._scratch, self._step
-        np.multiply(grad, 1 - self.beta_1, out=scratch)
-        self.m *= self.beta_1
-        self.m += scratch
-        np.multiply(grad, 1 - self.beta_2, out=scratch)
-        scratch *= grad
-        self.v *= self.beta_2
-        self.v += scratch
         # A float64 scalar: for float32 parameters the step is computed in
         # float64 and rounded once, when it is subtracted.
         step_size = (
@@ -85,9 +92,23 @@ class Adam:
             * np.sqrt(1 - self.beta_2**self.n_steps)
             / (1 - self.beta_1**self.n_steps)
         )
-        np.sqrt(self.v, out=scratch)
+        if self._fused_update is not None:
+            self._fused_update(params, grad, self.m, self.v, beta_1=self.beta_1,
+                               beta_2=self.beta_2, step_size=float(step_size),
+                               epsilon=self.epsilon)
+            return
+        xp = self._xp
+        scratch, step = self._scratch, self._step
+        xp.multiply(grad, 1 - self.beta_1, out=scratch)
+        self.m *= self.beta_1
+        self.m += scratch
+        xp.multiply(grad, 1 - self.beta_2, out=scratch)
+        scratch *= grad
+        self.v *= self.beta_2
+        self.v += scratch
+        xp.sqrt(self.v, out=scratch)
         scratch += self.epsilon
-        np.multiply(self.m, step_size, out=step)
+        xp.multiply(self.m, step_size, out=step)
         step /= scratch
         params -= step
 
@@ -95,13 +116,25 @@ class Adam:
         return {"m": self.m, "v": self.v, "n_steps": self.n_steps}
 
     def load_state(self, state):
-        self.m[...] = state["m"]
-        self.v[...] = state["v"]
+        self.m[...] = self._xp.asarray(state["m"])
+        self.v[...] = self._xp.asarray(state["v"])
         self.n_steps = state["n_steps"]
 
 
-def clip_by_global_norm(grad, clip_norm):
-    """Scale ``grad`` in place so its L2 norm is at most ``clip_norm``."""
+def clip_by_global_norm(grad, clip_norm, xp=np):
+    """Scale ``grad`` in place so its L2 norm is at most ``clip_norm``.
+
+    Returns the norm before clipping: a float, or with a device array
+    (``xp`` not NumPy) a 0-d device array, the scaling then being done on
+    the device without reading the norm back.
+    """
+    if xp is not np:
+        norm = xp.linalg.norm(grad)
+        if clip_norm is not None:
+            # min(1, clip / norm): 1 when norm <= clip (also for norm = 0,
+            # where clip / norm is inf), so no branch on the host.
+            grad *= xp.minimum(1.0, clip_norm / norm).astype(grad.dtype)
+        return norm
     norm = float(np.linalg.norm(grad))
     if clip_norm is not None and norm > clip_norm:
         grad *= clip_norm / norm

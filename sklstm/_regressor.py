@@ -83,6 +83,18 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         Epochs without improvement before stopping.
     clip_norm : float or None, default=None
         Rescale each minibatch gradient to at most this global L2 norm.
+    device : {'cpu', 'cuda', 'auto'}, default='cpu'
+        Where ``fit`` and ``predict`` run. 'cuda' trains on an NVIDIA GPU
+        through CuPy, and ``fit`` raises an error with an installation hint
+        if CuPy or a GPU is missing; 'auto' uses the GPU when CuPy and a GPU
+        are usable, else the CPU. Fitted weights are NumPy arrays whatever
+        the device, so a model trained on a GPU pickles and predicts
+        anywhere; ``predict`` falls back to the CPU when no GPU is usable.
+        See :doc:`/user_guide/gpu`.
+    allow_tf32 : bool, default=False
+        With a GPU, let float32 matrix products use TF32 tensor cores
+        (faster on large models, about 3 significant digits per product).
+        No effect on the CPU or in float64.
 
     Attributes
     ----------
@@ -165,6 +177,8 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
         epsilon=1e-8,
         n_iter_no_change=10,
         clip_norm=None,
+        device="cpu",
+        allow_tf32=False,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -193,6 +207,8 @@ class LSTMRegressor(RegressorMixin, BaseLSTM):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             clip_norm=clip_norm,
+            device=device,
+            allow_tf32=allow_tf32,
         )
 
     # RegressorMixin.score comes first in the MRO but knows nothing of
