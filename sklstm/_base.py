@@ -636,6 +636,12 @@ def _raw_output_of(network, backend, params, X, lengths):
     n_samples, n_steps = X.shape[:2]
     widest = max(network.hidden_layer_sizes + (network.n_features,))
     per_sequence = n_steps * 4 * widest * X.itemsize
+    if (not getattr(backend, "on_device", False) and not network.proj_size
+            and len(network.hidden_layer_sizes) == 1 and network.n_directions == 1
+            and network.output == "last"):
+        # One CPU layer that keeps no sequence: the kernel holds per-step
+        # states only (see _infer_rows), so only the batch's input counts.
+        per_sequence = n_steps * (network.n_features + 1) * X.itemsize
     if getattr(backend, "on_device", False):
         buffer_bytes, max_batch = _GPU_PREDICT_BUFFER_BYTES, _GPU_PREDICT_MAX_BATCH
     else:

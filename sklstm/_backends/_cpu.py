@@ -327,7 +327,16 @@ class CPUBackend(LSTMBackend):
                 W_hr=W_hr, m_step=pool.take((n_seq, n_units), dtype)
             )
 
-        gates = pool.take((n_steps, n_seq, 4 * n_units), dtype)
+        # Inference without a projection runs one GEMM per step on
+        # [x_t | h_prev] (xh) and keeps no (T, B, 4H) gates at all.
+        fused = {}
+        gates = None
+        if not training and W_hr is None:
+            fused = dict(xh=pool.take((n_seq, X.shape[2] + n_units), dtype),
+                         W_cat_t=pool.take((X.shape[2] + n_units, 4 * n_units),
+                                           dtype))
+        else:
+            gates = pool.take((n_steps, n_seq, 4 * n_units), dtype)
         cells = None
         hidden = None
         if training:
@@ -349,9 +358,9 @@ class CPUBackend(LSTMBackend):
             lstm_forward(
                 X, lengths, W_ih, W_hh, bias, bool(reverse), bool(training),
                 gates, cells, hidden, h_n, c_n, step_gates, n_threads,
-                n_parts=n_parts, W_hh_t=W_hh_t, **projection,
+                n_parts=n_parts, W_hh_t=W_hh_t, **projection, **fused,
             )  # fmt: skip
-        pool.give(step_gates, W_hh_t, projection.get("m_step"))
+        pool.give(step_gates, W_hh_t, projection.get("m_step"), *fused.values())
 
         cache = None
         if not training:

@@ -147,7 +147,7 @@ def max_threads():
 cdef inline void _cell_forward(
     Py_ssize_t H,
     floating* gates,          # (4H,) in: x_t @ W_ih.T; out: activated i|f|g|o
-    const floating* rec,      # (4H,) h_prev @ W_hh.T
+    const floating* rec,      # (4H,) h_prev @ W_hh.T, or NULL: in gates
     const floating* bias,     # (4H,)
     floating* c,              # (H,) in: c_prev; out: c_t
     floating* h,              # (H,) out: h_t
@@ -160,12 +160,20 @@ cdef inline void _cell_forward(
     cdef Py_ssize_t j
     cdef floating c_t
     # i, f = sigmoid(...); g = tanh(...); o = sigmoid(...)
-    for j in range(2 * H):
-        gates[j] = sigmoid(gates[j] + rec[j] + bias[j])
-    for j in range(2 * H, 3 * H):
-        gates[j] = tanh(gates[j] + rec[j] + bias[j])
-    for j in range(3 * H, 4 * H):
-        gates[j] = sigmoid(gates[j] + rec[j] + bias[j])
+    if rec == NULL:  # gates already hold x_t @ W_ih.T + h_prev @ W_hh.T
+        for j in range(2 * H):
+            gates[j] = sigmoid(gates[j] + bias[j])
+        for j in range(2 * H, 3 * H):
+            gates[j] = tanh(gates[j] + bias[j])
+        for j in range(3 * H, 4 * H):
+            gates[j] = sigmoid(gates[j] + bias[j])
+    else:
+        for j in range(2 * H):
+            gates[j] = sigmoid(gates[j] + rec[j] + bias[j])
+        for j in range(2 * H, 3 * H):
+            gates[j] = tanh(gates[j] + rec[j] + bias[j])
+        for j in range(3 * H, 4 * H):
+            gates[j] = sigmoid(gates[j] + rec[j] + bias[j])
     # c_t = f * c_prev + i * g;  h_t = o * tanh(c_t)
     for j in range(H):
         c_t = gates[H + j] * c[j] + gates[j] * gates[2 * H + j]
@@ -344,6 +352,55 @@ cdef void _forward_rows(
                     t = len_p[b] - 1 - s if reverse else s
                     memcpy(hidden_p + (t * B + b) * P, h_p + b * P,
                            P * sizeof(floating))
+
+
+cdef void _infer_rows(
+    Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
+    const Py_ssize_t* len_p, const floating* X_p, const floating* W_cat_t_p,
+    const floating* bias_p, bint reverse, bint store_hidden,
+    floating* hidden_p, floating* h_p, floating* c_p, floating* step_p,
+    floating* xh_p,
+) noexcept nogil:
+    """Inference over rows [b0, b1), one GEMM per step (no projection).
+
+    Row b of ``xh`` (B, I + H) holds ``[x_t | h_prev]``: the step copies
+    x_t in, one GEMM ``xh @ [W_ih | W_hh].T`` gives the gates, and the
+    cell writes h_t back in place. Nothing of size T * B * 4H exists, so a
+    predict batch is bounded by the hidden sequences alone; the input
+    projection is done step by step, on rows that are still in cache.
+    """
+    cdef Py_ssize_t G = 4 * H, K = n_in + H, s, b, t, n_s, hi
+    for b in range(b0, b1):
+        memset(xh_p + b * K + n_in, 0, H * sizeof(floating))
+    memset(c_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
+    for s in range(T):
+        n_s = _n_active(len_p, B, s)
+        hi = min(b1, n_s)
+        if store_hidden and hi < b1:
+            # hidden[s, max(b0, n_s):b1] = 0  (padding rows of time s)
+            memset(hidden_p + (s * B + max(b0, n_s)) * H, 0,
+                   (b1 - max(b0, n_s)) * H * sizeof(floating))
+        if hi <= b0:
+            continue
+        for b in range(b0, hi):
+            t = len_p[b] - 1 - s if reverse else s
+            memcpy(xh_p + b * K, X_p + (t * B + b) * n_in,
+                   n_in * sizeof(floating))
+        # step_gates[b0:hi] = xh[b0:hi] @ W_cat_t
+        gemm(False, False, <int> (hi - b0), <int> G, <int> K, <floating> 1,
+             xh_p + b0 * K, <int> K, W_cat_t_p, <int> G, <floating> 0,
+             step_p + b0 * G, <int> G)
+        for b in range(b0, hi):
+            _cell_forward(H, step_p + b * G, NULL, bias_p, c_p + b * H,
+                          xh_p + b * K + n_in)
+            if store_hidden:
+                t = len_p[b] - 1 - s if reverse else s
+                memcpy(hidden_p + (t * B + b) * H, xh_p + b * K + n_in,
+                       H * sizeof(floating))
+    # h_n: each row's h after its last step
+    for b in range(b0, b1):
+        memcpy(h_p + b * H, xh_p + b * K + n_in, H * sizeof(floating))
 
 
 cdef void _backward_rows(
@@ -664,6 +721,10 @@ def lstm_forward(
                                       #   many as n_threads (see below)
     floating[:, ::1] W_hh_t=None,     # (P, 4H) workspace: W_hh transposed
                                       #   here, for NN per-step GEMMs
+    floating[:, ::1] xh=None,         # (B, I + H) workspace: [x_t | h]
+    floating[:, ::1] W_cat_t=None,    # (I + H, 4H) workspace; with xh: one
+                                      #   GEMM per step at inference (no
+                                      #   W_hr), and gates may be None
 ):
     """LSTM forward over a minibatch, in place into the given arrays.
 
@@ -682,7 +743,16 @@ def lstm_forward(
     cdef Py_ssize_t H = P if W_hr is None else W_hh.shape[0] // 4, G = 4 * H
     _check_dims(T, B, n_in, H, P, W_ih, W_hh, W_hr, lengths)
     _check_shape("bias", (bias.shape[0],), (G,))
-    _check_shape("gates", _shape3(gates.shape), (T, B, G))
+    cdef bint fused = (not training and W_hr is None and xh is not None
+                       and W_cat_t is not None)
+    if fused:
+        _check_shape("xh", _shape2(xh.shape), (B, n_in + H))
+        _check_shape("W_cat_t", _shape2(W_cat_t.shape), (n_in + H, G))
+    else:
+        if gates is None:
+            raise ValueError("gates is needed unless xh and W_cat_t are given "
+                             "for inference without a projection")
+        _check_shape("gates", _shape3(gates.shape), (T, B, G))
     _check_shape("h_state", _shape2(h_state.shape), (B, P))
     _check_shape("c_state", _shape2(c_state.shape), (B, H))
     _check_shape("step_gates", _shape2(step_gates.shape), (B, G))
@@ -709,7 +779,9 @@ def lstm_forward(
     cdef floating* W_hh_t_p = NULL
     cdef const floating* W_hr_p = &W_hr[0, 0] if W_hr is not None else NULL
     cdef const floating* bias_p = &bias[0]
-    cdef floating* gates_p = &gates[0, 0, 0] if T > 0 else NULL
+    cdef floating* gates_p = &gates[0, 0, 0] if T > 0 and not fused else NULL
+    cdef floating* xh_p = &xh[0, 0] if fused else NULL
+    cdef floating* W_cat_t_p = &W_cat_t[0, 0] if fused else NULL
     cdef floating* cells_p = &cells[0, 0, 0] if training and T > 0 else NULL
     cdef floating* hidden_p = &hidden[0, 0, 0] if store_hidden else NULL
     cdef floating* h_p = &h_state[0, 0]
@@ -722,8 +794,32 @@ def lstm_forward(
     cdef int workers = _workers(n_threads, pieces)
 
     cdef Py_ssize_t j, k
-    if W_hh_t is not None and T > 1:
+    if W_hh_t is not None and T > 1 and not fused:
         W_hh_t_p = &W_hh_t[0, 0]
+    if fused:
+        with nogil:
+            # W_cat_t = [W_ih | W_hh].T, (I + H, 4H)
+            for k in range(n_in):
+                for j in range(G):
+                    W_cat_t_p[k * G + j] = W_ih_p[j * n_in + k]
+            for k in range(H):
+                for j in range(G):
+                    W_cat_t_p[(n_in + k) * G + j] = W_hh_p[j * H + k]
+            if n_blocks == 1:
+                _infer_rows(0, B, T, B, H, n_in, len_p, X_p, W_cat_t_p, bias_p,
+                            reverse, store_hidden, hidden_p, h_p, c_p, step_p,
+                            xh_p)
+            else:
+                for part in prange(n_blocks,
+                                   num_threads=min(workers, n_blocks),
+                                   schedule="static"):
+                    lo = _chunk(B, n_blocks, part, 1)
+                    hi = _chunk(B, n_blocks, part + 1, 1)
+                    if hi > lo:
+                        _infer_rows(lo, hi, T, B, H, n_in, len_p, X_p,
+                                    W_cat_t_p, bias_p, reverse, store_hidden,
+                                    hidden_p, h_p, c_p, step_p, xh_p)
+        return
     with nogil:
         if W_hh_t_p != NULL:
             # W_hh_t = W_hh.T
