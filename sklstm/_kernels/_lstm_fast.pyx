@@ -264,6 +264,17 @@ cdef inline void _cell_backward_projected(
     _cell_backward_dc(H, gates, cell_prev, dc, dgates)
 
 
+cdef inline void _zero_padding_rows(
+    floating* seq, Py_ssize_t s, Py_ssize_t B, Py_ssize_t b0, Py_ssize_t b1,
+    Py_ssize_t n_s, Py_ssize_t width,
+) noexcept nogil:
+    """``seq[s, max(b0, n_s):b1] = 0``: this block's padding rows of time s
+    in a (T, B, width) sequence."""
+    cdef Py_ssize_t lo = max(b0, n_s)
+    if lo < b1:
+        memset(seq + (s * B + lo) * width, 0, (b1 - lo) * width * sizeof(floating))
+
+
 cdef inline void _recurrent_gemm(
     int m, Py_ssize_t G, Py_ssize_t P, const floating* h,
     const floating* W_hh, const floating* W_hh_t, floating beta,
@@ -311,10 +322,8 @@ cdef void _forward_rows(
     for s in range(T):
         n_s = _n_active(len_p, B, s)
         hi = min(b1, n_s)
-        if store_hidden and hi < b1:
-            # hidden[s, max(b0, n_s):b1] = 0  (padding rows of time s)
-            memset(hidden_p + (s * B + max(b0, n_s)) * P, 0,
-                   (b1 - max(b0, n_s)) * P * sizeof(floating))
+        if store_hidden:
+            _zero_padding_rows(hidden_p, s, B, b0, b1, n_s, P)
         if hi <= b0:
             continue
         if not reverse:
@@ -377,10 +386,8 @@ cdef void _infer_rows(
     for s in range(T):
         n_s = _n_active(len_p, B, s)
         hi = min(b1, n_s)
-        if store_hidden and hi < b1:
-            # hidden[s, max(b0, n_s):b1] = 0  (padding rows of time s)
-            memset(hidden_p + (s * B + max(b0, n_s)) * H, 0,
-                   (b1 - max(b0, n_s)) * H * sizeof(floating))
+        if store_hidden:
+            _zero_padding_rows(hidden_p, s, B, b0, b1, n_s, H)
         if hi <= b0:
             continue
         for b in range(b0, hi):
