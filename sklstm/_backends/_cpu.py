@@ -138,45 +138,43 @@ class _ThreadChooser:
         if stats is None:
             stats = self._stats[key] = {
                 "calls": 0, "interval": self._min_probe,
-                "next_probe": self._min_probe, 1: None, n_parts: None,
+                "next_probe": self._min_probe, "seconds": {n_parts: None, 1: None},
             }
         stats["calls"] += 1
-        if stats["calls"] == 1 or stats[n_parts] is None:
+        seconds = stats["seconds"]
+        if stats["calls"] == 1 or seconds[n_parts] is None:
             return n_parts
-        if stats[1] is None:
+        if seconds[1] is None:
             return 1
-        best, other = ((1, n_parts) if stats[1] <= stats[n_parts]
-                       else (n_parts, 1))
-        if stats["calls"] >= stats["next_probe"]:
-            return other
-        return best
+        best, other = _best_and_other(seconds)
+        return other if stats["calls"] >= stats["next_probe"] else best
 
     def record(self, key, n_threads, seconds_per_step):
         """Fold one measured call into the average of its thread count."""
         stats = self._stats.get(key)
-        if stats is None or n_threads not in stats or stats["calls"] == 1:
-            return  # unknown, or the warm-up call
-        others = [n for n in stats if isinstance(n, int) and n != n_threads]
-        other = stats[others[0]] if others else None
-        was_best = other is None or (stats[n_threads] is not None
-                                     and stats[n_threads] <= other)
-        if stats["calls"] >= stats["next_probe"] and not was_best:
-            # A try of the candidate not in use: take its time as it is now,
-            # and back off if it is still the slower.
-            stats[n_threads] = seconds_per_step
-            if other is not None and seconds_per_step > other:
-                stats["interval"] = min(2 * stats["interval"], self._max_probe)
-            else:
-                stats["interval"] = self._min_probe
-            stats["next_probe"] = stats["calls"] + stats["interval"]
-            return
-        old = stats[n_threads]
-        stats[n_threads] = (seconds_per_step if old is None else
-                            old + self._weight * (seconds_per_step - old))
+        if stats is None or stats["calls"] == 1:
+            return  # not chosen here, or the warm-up call
+        seconds = stats["seconds"]
+        if None not in seconds.values():
+            best, other = _best_and_other(seconds)
+            if n_threads == other and stats["calls"] >= stats["next_probe"]:
+                # A try of the candidate not in use: take its time as it is
+                # now, and back off if it is still the slower.
+                seconds[other] = seconds_per_step
+                slower = seconds_per_step > seconds[best]
+                stats["interval"] = (min(2 * stats["interval"], self._max_probe)
+                                     if slower else self._min_probe)
+                stats["next_probe"] = stats["calls"] + stats["interval"]
+                return
+        old = seconds[n_threads]
+        seconds[n_threads] = (seconds_per_step if old is None else
+                              old + self._weight * (seconds_per_step - old))
 
-    def forget(self):
-        """Drop every measurement (e.g. after the machine's load changed)."""
-        self._stats.clear()
+
+def _best_and_other(seconds):
+    """The thread count of the smaller average, and the other one."""
+    (n_a, a), (n_b, b) = seconds.items()
+    return (n_a, n_b) if a <= b else (n_b, n_a)
 
 
 #: One chooser per process: what it learns in one fit serves the next.
