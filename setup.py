@@ -53,6 +53,8 @@ def _kernels(name, flags=()):
     return Extension(
         f"sklstm._kernels.{name}",
         [f"sklstm/_kernels/{name}.pyx"],
+        # The C small-GEMM kernel the .pyx includes (rebuilds, and the sdist).
+        depends=["sklstm/_kernels/_small_gemm.h", "sklstm/_kernels/_lstm_fast.pyx"],
         **{**COMMON,
            "extra_compile_args": COMMON["extra_compile_args"] + OPENMP
            + list(flags)},

@@ -45,6 +45,18 @@ from libc.string cimport memcpy, memset
 from ._activations cimport sigmoid, sigmoid_grad, tanh, tanh_grad
 from ._blas cimport gemm
 
+cdef extern from "_small_gemm.h":
+    void sklstm_small_gemm_f(int m, int n, int k, const float* A, int lda,
+                             const float* B, int ldb, int accumulate,
+                             float* C, int ldc) noexcept nogil
+    void sklstm_small_gemm_d(int m, int n, int k, const double* A, int lda,
+                             const double* B, int ldb, int accumulate,
+                             double* C, int ldc) noexcept nogil
+
+# Largest B (k x n) of a per-step product that _step_gemm computes itself
+# (it stays in L2; beyond, BLAS's packing pays for itself).
+DEF SMALL_B_BYTES = 128 * 1024
+
 cdef extern from "<omp.h>":
     int omp_get_max_threads() noexcept nogil
 
@@ -275,6 +287,26 @@ cdef inline void _zero_padding_rows(
         memset(seq + (s * B + lo) * width, 0, (b1 - lo) * width * sizeof(floating))
 
 
+cdef inline void _step_gemm(
+    int m, int n, int k, const floating* A, int lda, const floating* Bm,
+    int ldb, bint accumulate, floating* C, int ldc,
+) noexcept nogil:
+    """``C (m, n) = A (m, k) @ B (k, n) (+ C)``, row-major: a per-step product.
+
+    Small B: sklstm's own kernel (``_small_gemm.h``), which does not repack
+    B on every call as BLAS does; its results do not depend on how the rows
+    are cut. Large B: BLAS.
+    """
+    if <Py_ssize_t> k * n * sizeof(floating) <= SMALL_B_BYTES:
+        if floating is float:
+            sklstm_small_gemm_f(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
+        else:
+            sklstm_small_gemm_d(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
+    else:
+        gemm(False, False, m, n, k, <floating> 1, A, lda, Bm, ldb,
+             <floating> (1 if accumulate else 0), C, ldc)
+
+
 cdef inline void _recurrent_gemm(
     int m, Py_ssize_t G, Py_ssize_t P, const floating* h,
     const floating* W_hh, const floating* W_hh_t, floating beta,
@@ -288,8 +320,8 @@ cdef inline void _recurrent_gemm(
     10 % of a W2 epoch on 2 threads, paid once per row block and step.
     """
     if W_hh_t != NULL:
-        gemm(False, False, m, <int> G, <int> P, <floating> 1, h, <int> P,
-             W_hh_t, <int> G, beta, out, <int> G)
+        _step_gemm(m, <int> G, <int> P, h, <int> P, W_hh_t, <int> G,
+                   beta != 0, out, <int> G)
     else:
         gemm(False, True, m, <int> G, <int> P, <floating> 1, h, <int> P,
              W_hh, <int> P, beta, out, <int> G)
@@ -395,9 +427,8 @@ cdef void _infer_rows(
             memcpy(xh_p + b * K, X_p + (t * B + b) * n_in,
                    n_in * sizeof(floating))
         # step_gates[b0:hi] = xh[b0:hi] @ W_cat_t
-        gemm(False, False, <int> (hi - b0), <int> G, <int> K, <floating> 1,
-             xh_p + b0 * K, <int> K, W_cat_t_p, <int> G, <floating> 0,
-             step_p + b0 * G, <int> G)
+        _step_gemm(<int> (hi - b0), <int> G, <int> K, xh_p + b0 * K, <int> K,
+                   W_cat_t_p, <int> G, False, step_p + b0 * G, <int> G)
         for b in range(b0, hi):
             _cell_forward(H, step_p + b * G, NULL, bias_p, c_p + b * H,
                           xh_p + b * K + n_in)
@@ -491,9 +522,8 @@ cdef void _backward_rows(
             # the step buffer reverse.
             step_rows = dstep_p if reverse else dgates_p + s * B * G
             # dh_rec[b0:hi] = dgates_step[b0:hi] @ W_hh
-            gemm(False, False, <int> (hi - b0), <int> P, <int> G,
-                 <floating> 1, step_rows + b0 * G, <int> G, W_hh_p, <int> P,
-                 <floating> 0, dh_p + b0 * P, <int> P)
+            _step_gemm(<int> (hi - b0), <int> P, <int> G, step_rows + b0 * G,
+                       <int> G, W_hh_p, <int> P, False, dh_p + b0 * P, <int> P)
 
 
 cdef void _weight_grads(
