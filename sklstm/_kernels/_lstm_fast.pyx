@@ -526,6 +526,22 @@ cdef void _backward_rows(
                        <int> G, W_hh_p, <int> P, False, dh_p + b0 * P, <int> P)
 
 
+cdef inline void _add_column_sums(
+    Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t B, Py_ssize_t G,
+    Py_ssize_t g0, Py_ssize_t g1, const Py_ssize_t* len_p,
+    const floating* dgates_p, floating* dbias_p,
+) noexcept nogil:
+    """``dbias[g0:g1] += dgates[t0:t1, :, g0:g1]`` summed over the valid
+    rows of each time, in time and row order."""
+    cdef Py_ssize_t t, row, j
+    cdef const floating* drow
+    for t in range(t0, t1):
+        for row in range(t * B, t * B + _n_active(len_p, B, t)):
+            drow = dgates_p + row * G
+            for j in range(g0, g1):
+                dbias_p[j] += drow[j]
+
+
 cdef void _weight_grads(
     Py_ssize_t part, Py_ssize_t n_parts,
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P, Py_ssize_t n_in,
@@ -542,11 +558,10 @@ cdef void _weight_grads(
     single-threaded BLAS call per array, and the pieces write disjoint
     memory, so a prange over ``part`` needs no lock.
     """
-    cdef Py_ssize_t G = 4 * H, t, row, j, n_s
+    cdef Py_ssize_t G = 4 * H, t, n_s
     cdef Py_ssize_t g0 = _chunk(G, n_parts, part, 16)
     cdef Py_ssize_t g1 = _chunk(G, n_parts, part + 1, 16)
     cdef Py_ssize_t ng = g1 - g0
-    cdef const floating* drow
 
     # dX.reshape(T*B, I) = dgates.reshape(T*B, 4H) @ W_ih
     _gemm_part(part, n_parts, False, False, <int> (T * B), <int> n_in,
@@ -602,12 +617,7 @@ cdef void _weight_grads(
 
     # dbias[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].sum(axis=0), valid rows
     memset(dbias_p + g0, 0, ng * sizeof(floating))
-    for t in range(T):
-        n_s = _n_active(len_p, B, t)
-        for row in range(t * B, t * B + n_s):
-            drow = dgates_p + row * G
-            for j in range(g0, g1):
-                dbias_p[j] += drow[j]
+    _add_column_sums(0, T, B, G, g0, g1, len_p, dgates_p, dbias_p)
 
 
 cdef void _weight_grads_times(
@@ -629,11 +639,10 @@ cdef void _weight_grads_times(
     piece k has rows [r0, r1) of the chunk's dX and gate units [g0, g1) of
     dW_ih, dW_hh and dbias.
     """
-    cdef Py_ssize_t G = 4 * H, t, row, j, n_s
+    cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t ta = max(t0, 1)
     cdef int rows = <int> ((t1 - t0) * B)
     cdef floating beta = 0 if first else 1
-    cdef const floating* drow
     cdef const floating* dg_p = dgates_p + t0 * B * G
     cdef Py_ssize_t g0 = _chunk(G, n_parts, part, 16)
     cdef Py_ssize_t g1 = _chunk(G, n_parts, part + 1, 16)
@@ -660,12 +669,7 @@ cdef void _weight_grads_times(
     # dbias[g0:g1] (+)= column sums of dgates[t0:t1, :, g0:g1], valid rows
     if first:
         memset(dbias_p + g0, 0, ng * sizeof(floating))
-    for t in range(t0, t1):
-        n_s = _n_active(len_p, B, t)
-        for row in range(t * B, t * B + n_s):
-            drow = dgates_p + row * G
-            for j in range(g0, g1):
-                dbias_p[j] += drow[j]
+    _add_column_sums(t0, t1, B, G, g0, g1, len_p, dgates_p, dbias_p)
 
 
 cdef bint _padding_is_finite(
