@@ -383,12 +383,14 @@ class BaseLSTM(BaseEstimator, ABC):
 
         weight_mask = network.weight_mask()
         batch_size = self._batch_size(len(train))
+        graphs = self._minibatch_graphs(network, backend, params, weight_mask)
         converged = False
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()
             epoch_loss = self._train_one_epoch(
                 network, backend, params, optimizer, X, lengths, Y, sample_weight,
                 train, batch_size, rng, weight_mask, epoch=len(history["loss_curve"]),
+                graphs=graphs,
             )
             history["t"] += len(train)
             history["loss_curve"].append(epoch_loss)
@@ -473,14 +475,32 @@ class BaseLSTM(BaseEstimator, ABC):
                 ConvergenceWarning,
             )
 
+    def _minibatch_graphs(self, network, backend, params, weight_mask):
+        """CUDA-graph replay of minibatches on a GPU backend, else None.
+
+        Graphs replay fixed kernels on fixed memory: they are used for
+        ``output="last"`` without dropout masks to draw (one layer, or
+        ``dropout=0``); per minibatch, only when all its sequences have the
+        full length (see ``_backends/_graphs.py``).
+        """
+        make = getattr(backend, "minibatch_graphs", None)
+        if (make is None or self.output != "last"
+                or (self.dropout > 0 and len(network.hidden_layer_sizes) > 1)):
+            return None
+        return make(network, params, alpha=self.alpha,
+                    weight_mask=backend.xp.asarray(weight_mask.astype(params.dtype)))
+
     def _train_one_epoch(self, network, backend, params, optimizer, X, lengths, Y,
-                         sample_weight, train, batch_size, rng, weight_mask, epoch):
+                         sample_weight, train, batch_size, rng, weight_mask, epoch,
+                         graphs=None):
         """One pass of minibatch updates over the ``train`` rows; the mean loss.
 
         Minibatches are gathered on the host and copied to the backend's
         device (``xp.asarray``, a no-op on the CPU). On a device the losses
         are summed there and read once, at the end of the epoch: reading
-        each one would wait for the device after every minibatch.
+        each one would wait for the device after every minibatch. With
+        ``graphs`` (a GPU fit), a minibatch whose shape has been captured
+        is one CUDA-graph replay.
         """
         xp = backend.xp
         on_device = getattr(backend, "on_device", False)
@@ -498,12 +518,17 @@ class BaseLSTM(BaseEstimator, ABC):
                 n_steps = X_batch.shape[0]
                 Y_batch = np.ascontiguousarray(Y_batch[:, :n_steps].transpose(1, 0, 2))
                 weight_batch = np.ascontiguousarray(weight_batch[:, :n_steps].T)
-            loss, grad = network.loss_and_grad(
-                backend, params, xp.asarray(X_batch), batch_lengths,
-                xp.asarray(Y_batch), xp.asarray(weight_batch),
-                alpha=self.alpha, dropout=self.dropout, random_state=rng,
-                weight_mask=weight_mask,
-            )
+            replayed = None if graphs is None else graphs.run(
+                X_batch, batch_lengths, Y_batch, weight_batch)
+            if replayed is not None:
+                loss, grad = replayed
+            else:
+                loss, grad = network.loss_and_grad(
+                    backend, params, xp.asarray(X_batch), batch_lengths,
+                    xp.asarray(Y_batch), xp.asarray(weight_batch),
+                    alpha=self.alpha, dropout=self.dropout, random_state=rng,
+                    weight_mask=weight_mask,
+                )
             if not on_device and not np.isfinite(loss):
                 self._raise_diverged(epoch)
             if self.clip_norm is not None:  # else the norm is not needed

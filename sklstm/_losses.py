@@ -50,9 +50,12 @@ def _weighted_mean_and_scale(per_sample, sample_weight):
     divided by their sum (the factor of each row of the gradient)."""
     xp, _ = _namespace(per_sample)
     total = sample_weight.sum()  # once: a minibatch's loss is small work
-    loss = xp.dot(sample_weight, per_sample) / total
     if xp is np:
-        loss = float(loss)
+        loss = float(np.dot(sample_weight, per_sample) / total)
+    else:
+        # A reduction rather than cuBLAS's dot, which CuPy refuses while a
+        # CUDA graph is being captured (see _backends/_graphs.py).
+        loss = (sample_weight * per_sample).sum() / total
     return loss, (sample_weight / total)[:, np.newaxis]
 
 

@@ -270,7 +270,7 @@ class LSTMNetwork:
             head_input = xp.concatenate(last_states, axis=1) \
                 if self.n_directions == 2 else last_states[0]  # (B, D)
         head = self.head_views(flat)
-        raw = head_input @ head["W_out"].T + head["b_out"]
+        raw = backend.matmul(head_input, head["W_out"].T) + head["b_out"]
         cache = (layer_caches, head_input, lengths, X.shape[0]) if training else None
         return raw, cache
 
@@ -299,9 +299,10 @@ class LSTMNetwork:
         n_outputs, width = head["W_out"].shape
         draw_rows = draw.reshape(-1, n_outputs)
         # Written straight into the gradient buffer: no temporaries.
-        xp.matmul(draw_rows.T, head_input.reshape(-1, width), out=dhead["W_out"])
+        backend.matmul(draw_rows.T, head_input.reshape(-1, width),
+                       out=dhead["W_out"])
         xp.sum(draw_rows, axis=0, out=dhead["b_out"])
-        dhead_input = draw @ head["W_out"]  # (B, D) or (T, B, D)
+        dhead_input = backend.matmul(draw, head["W_out"])  # (B, D) or (T, B, D)
 
         n_layers = len(self.hidden_layer_sizes)
         dlayer_output = None  # gradient w.r.t. the output of the layer above
@@ -314,9 +315,15 @@ class LSTMNetwork:
                 if layer == n_layers - 1 and self.output == "last":
                     dhidden = xp.zeros((n_steps, len(lengths), n_units),
                                        dtype=flat.dtype)
-                    # The head read h at t = length-1 (forward) or t = 0 (reverse).
-                    times = 0 if direction else xp.asarray(lengths - 1)
-                    dhidden[times, xp.arange(len(lengths))] = dhead_input[:, columns]
+                    # The head read h at t = length-1 (forward) or t = 0
+                    # (reverse). Equal lengths need no index arrays (nor a
+                    # copy of them to a device, which a CUDA graph forbids).
+                    if direction or all_full_length(lengths, n_steps):
+                        dhidden[0 if direction else n_steps - 1] = \
+                            dhead_input[:, columns]
+                    else:
+                        dhidden[xp.asarray(lengths - 1),
+                                xp.arange(len(lengths))] = dhead_input[:, columns]
                 elif layer == n_layers - 1:
                     dhidden = xp.ascontiguousarray(dhead_input[:, :, columns])
                 else:
@@ -388,15 +395,20 @@ class LSTMNetwork:
             # a bool mask, 5x with a 0/1 mask in flat's dtype.
             weights = flat * weight_mask
             n_samples = X.shape[1]
-            squared_norm = xp.dot(weights, weights)
             # On a device the sum stays there (in float64, as a Python float
-            # would be): no synchronisation per minibatch.
-            squared_norm = (float(squared_norm) if xp is np
-                            else squared_norm.astype(np.float64))
+            # would be): no synchronisation per minibatch. It is a reduction
+            # there, not a cuBLAS dot, which a CUDA graph capture refuses.
+            squared_norm = (float(np.dot(weights, weights)) if xp is np
+                            else (weights * weights).sum().astype(np.float64))
             loss += 0.5 * alpha * squared_norm / n_samples
             weights *= alpha / n_samples
             grad += weights
         return loss, grad
+
+
+def all_full_length(lengths, n_steps):
+    """Whether every sequence of a minibatch (host ``lengths``) has ``n_steps``."""
+    return isinstance(lengths, np.ndarray) and int(lengths.min()) == n_steps
 
 
 def _projection(views):

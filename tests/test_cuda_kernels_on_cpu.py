@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from sklstm import LSTMClassifier, LSTMRegressor
-from sklstm._backends import _cupy
+from sklstm._backends import _cupy, _graphs
 from sklstm._backends._cupy import CupyBackend, LSTMOps, kernel_options
+from sklstm._backends._graphs import CapturedStep
 from sklstm._backends._reference import ReferenceBackend
 from sklstm._base import BaseLSTM
 from sklstm._network import LSTMNetwork
@@ -304,6 +305,117 @@ def test_classifier_fit_through_gpu_path_matches_cpu(monkeypatch, host_ops, rng)
     np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-9)
     np.testing.assert_allclose(gpu.validation_scores_, cpu.validation_scores_)
     np.testing.assert_allclose(gpu._params, cpu._params, rtol=1e-8, atol=1e-10)
+
+
+# ------------------------------------------------------------- CUDA graphs
+# ``_backends/_graphs.py`` replays a minibatch's loss and gradient as a CUDA
+# graph: fixed kernels on fixed memory, refilled with each minibatch. The
+# stand-in below keeps those semantics on the CPU: a "graph" re-runs the
+# captured step and writes its results into the arrays the capture returned.
+class _ReplayGraph:
+    def __init__(self, step, outputs, runtime):
+        self._step, self._outputs, self._runtime = step, outputs, runtime
+
+    def launch(self):
+        self._runtime.launches += 1
+        for target, value in zip(self._outputs, self._step()):
+            target[...] = value
+
+
+class ReplayRuntime:
+    """Stands in for ``CupyGraphRuntime``; ``copies`` False forgets to copy
+    the minibatch in (a static-input bug), ``error`` makes capture fail."""
+
+    def __init__(self, copies=True, error=None):
+        self.copies, self.error = copies, error
+        self.captures = self.launches = 0
+
+    def copy_in(self, static, host):
+        if self.copies:
+            np.copyto(static, host)
+
+    def capture(self, step, keep=()):
+        if self.error is not None:
+            raise self.error
+        step()  # the warm-up
+        outputs = step()
+        self.captures += 1
+        return CapturedStep(_ReplayGraph(step, outputs, self), outputs, keep)
+
+
+def _fit_with_graphs(monkeypatch, host_ops, runtime, X, y, **params):
+    monkeypatch.setattr(BaseLSTM, "_fit_backend",
+                        lambda self: CupyBackend(ops=host_ops))
+    monkeypatch.setattr(type(host_ops), "graph_runtime", lambda self: runtime,
+                        raising=False)
+    return LSTMRegressor(**params).fit(X, y)
+
+
+GRAPH_FIT = dict(hidden_layer_sizes=(5, 4), max_iter=3, batch_size=16,
+                 alpha=1e-3, clip_norm=1.0, random_state=0)
+
+
+def _eager_fit(monkeypatch, host_ops, X, y, **params):
+    with monkeypatch.context() as patch:
+        patch.setattr(_graphs, "ENABLED", False)
+        return _fit_with_graphs(patch, host_ops, ReplayRuntime(), X, y, **params)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_graph_replays_give_the_eager_fit(monkeypatch, host_ops, rng,
+                                          bidirectional):
+    X = rng.standard_normal((40, 6, 2))  # minibatches of 16, 16 and 8
+    y = X[:, :, 0].sum(axis=1)
+    params = dict(GRAPH_FIT, bidirectional=bidirectional)
+    eager = _eager_fit(monkeypatch, host_ops, X, y, **params)
+    runtime = ReplayRuntime()
+    graphed = _fit_with_graphs(monkeypatch, host_ops, runtime, X, y, **params)
+    assert runtime.captures == 2  # the full minibatch and the last one
+    # 9 minibatches: 2 computed eagerly while capturing, 7 replays, and 2
+    # more launches that check each capture.
+    assert runtime.launches == 9
+    np.testing.assert_array_equal(graphed.loss_curve_, eager.loss_curve_)
+    np.testing.assert_array_equal(graphed._params, eager._params)
+
+
+def test_padded_minibatches_run_eagerly(monkeypatch, host_ops, rng):
+    X, _ = _padded_sequences(rng, np.float64, n_samples=32)
+    X[:16] = np.nan_to_num(X[:16], nan=0.5)  # the first minibatch is full
+    y = np.nan_to_num(X[:, :, 0]).sum(axis=1)
+    params = dict(GRAPH_FIT, shuffle=False)
+    eager = _eager_fit(monkeypatch, host_ops, X, y, **params)
+    runtime = ReplayRuntime()
+    graphed = _fit_with_graphs(monkeypatch, host_ops, runtime, X, y, **params)
+    assert runtime.captures == 1
+    np.testing.assert_array_equal(graphed._params, eager._params)
+
+
+@pytest.mark.parametrize("runtime, message", [
+    (ReplayRuntime(copies=False), "differs from the eager one"),
+    (ReplayRuntime(error=RuntimeError("no capture here")), "capture failed"),
+])
+def test_graph_failures_fall_back_to_eager_training(monkeypatch, host_ops, rng,
+                                                    runtime, message):
+    """A capture that fails, or a replay that disagrees with the eager step
+    (here: a minibatch not copied in), stops replays with a warning; the fit
+    is the eager one."""
+    X = rng.standard_normal((40, 6, 2))
+    y = X[:, :, 0].sum(axis=1)
+    eager = _eager_fit(monkeypatch, host_ops, X, y, **GRAPH_FIT)
+    with pytest.warns(RuntimeWarning, match=message):
+        graphed = _fit_with_graphs(monkeypatch, host_ops, runtime, X, y,
+                                   **GRAPH_FIT)
+    np.testing.assert_array_equal(graphed._params, eager._params)
+
+
+def test_no_graphs_for_sequence_output_or_dropout(monkeypatch, host_ops, rng):
+    X = rng.standard_normal((20, 5, 2))
+    runtime = ReplayRuntime()
+    _fit_with_graphs(monkeypatch, host_ops, runtime, X, X[:, :, 0],
+                     **dict(GRAPH_FIT, output="sequence"))
+    _fit_with_graphs(monkeypatch, host_ops, runtime, X, X[:, 0, 0],
+                     **dict(GRAPH_FIT, dropout=0.3))
+    assert runtime.captures == 0
 
 
 def _nvrtc():

@@ -227,3 +227,56 @@ def test_allow_tf32_trains():
         tf32 = LSTMRegressor(allow_tf32=True, **params).fit(X, y)
     # TF32 rounds GEMM inputs to 10 mantissa bits: close, not equal.
     np.testing.assert_allclose(tf32.loss_curve_, exact.loss_curve_, rtol=2e-2)
+
+
+# ------------------------------------------------------------- CUDA graphs
+def test_own_cublas_handle_matches_cupy_matmul():
+    """The ctypes cuBLAS GEMM the graphs use, on the operand kinds of the
+    backend (transposed views, leading rows of a step, column blocks)."""
+    from sklstm._backends._cublas import CublasHandle
+
+    rng = np.random.RandomState(0)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    workspace = cupy.empty(2**22, dtype=cupy.uint8)
+    handle = CublasHandle(stream.ptr, workspace.data.ptr, workspace.nbytes)
+    for dtype in DTYPES:
+        big = cupy.asarray(rng.standard_normal((6, 9, 8)).astype(dtype))
+        wide = cupy.asarray(rng.standard_normal((7, 10)).astype(dtype))
+        w = cupy.asarray(rng.standard_normal((12, 8)).astype(dtype))
+        cases = [(big[2, :5], w.T), (w.T, w), (wide[:, 3:7], w[:4, :3]),
+                 (big[1:].reshape(-1, 8).T, big[1:].reshape(-1, 8))]
+        for a, b in cases:
+            out = cupy.empty((a.shape[0], b.shape[1]), dtype=dtype)
+            with stream:
+                handle.gemm(a, b, out)
+            stream.synchronize()
+            np.testing.assert_allclose(out.get(), (a @ b).get(), **TOL[dtype])
+    handle.close()
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fit_replays_cuda_graphs_and_matches_the_eager_fit(monkeypatch,
+                                                           bidirectional):
+    from sklstm._backends import _graphs
+
+    X, y = _sequences(n_samples=200, dtype=np.float64)
+    params = dict(hidden_layer_sizes=(16, 8), bidirectional=bidirectional,
+                  alpha=1e-3, max_iter=3, batch_size=32, random_state=0,
+                  device="cuda")
+    made = []
+    original = CupyBackend.minibatch_graphs
+
+    def spy(self, *args, **kwargs):
+        made.append(original(self, *args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(CupyBackend, "minibatch_graphs", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback
+        graphed = LSTMRegressor(**params).fit(X, y)
+    assert made[0].enabled and made[0].n_replays >= 3 * (200 // 32) - 2
+    monkeypatch.setattr(_graphs, "ENABLED", False)
+    eager = LSTMRegressor(**params).fit(X, y)
+    np.testing.assert_allclose(graphed.loss_curve_, eager.loss_curve_, rtol=1e-9)
+    np.testing.assert_allclose(graphed._params, eager._params, rtol=1e-8,
+                               atol=1e-11)

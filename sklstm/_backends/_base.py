@@ -101,3 +101,15 @@ class LSTMBackend(ABC):
         dW_hr : array of shape (P, H)
             Only when the forward pass had a projection ``W_hr``.
         """
+
+    def matmul(self, a, b, out=None):
+        """``a @ b`` for the network's head: ``a`` (..., k), ``b`` (k, n).
+
+        A method of the backend so the GPU one can issue it as its other
+        GEMMs are issued (CuPy's own ``matmul`` cannot run inside a CUDA
+        graph capture). ``out``, when given, is C-contiguous and receives
+        the product.
+        """
+        if out is None:
+            return a @ b
+        return self.xp.matmul(a, b, out=out)

@@ -33,6 +33,7 @@ This module imports CuPy only when a :class:`CupyOps` is created.
 """
 
 import functools
+import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -79,6 +80,10 @@ class LSTMOps:
     def tf32_context(self):
         """Context in which the GEMMs may use TF32 (when enabled)."""
         return nullcontext()
+
+    def graph_runtime(self):
+        """What captures minibatches into graphs here (``_graphs.py``), or None."""
+        return None
 
     def gates_forward(self, xproj, hproj, bias, c_prev, gates, c, m, *,
                       has_prev, store_gates):
@@ -152,12 +157,39 @@ class CupyOps(LSTMOps):
             for dtype in (np.float32, np.float64)
         }
         self._functions = {}
+        # The cuBLAS handle of a CUDA graph being captured or warmed up, per
+        # thread (see using_handle); None outside.
+        self._capture = threading.local()
 
     def gemm(self, a, b, out, beta=0.0):
+        handle = getattr(self._capture, "handle", None)
+        if handle is not None:
+            handle.gemm(a, b, out, beta=beta)
+            return
         # cupy.cublas.gemm computes out = op(a) @ op(b) + beta * out with
         # one cuBLAS call, reading transposed views through the transpose
         # flags (no copies) and writing a C-contiguous ``out`` as out.T.
         self._cublas_gemm("N", "N", a, b, out=out, beta=beta)
+
+    def graph_runtime(self):
+        from ._graphs import CupyGraphRuntime
+
+        return CupyGraphRuntime(self)
+
+    @contextmanager
+    def using_handle(self, handle):
+        """Issue this thread's GEMMs on ``handle`` (a ``CublasHandle``).
+
+        CuPy refuses its cuBLAS wrappers during stream capture; inside this
+        context the GEMMs go to sklstm's own handle, bound to the capturing
+        stream, so a whole minibatch can be captured into a CUDA graph.
+        """
+        previous = getattr(self._capture, "handle", None)
+        self._capture.handle = handle
+        try:
+            yield
+        finally:
+            self._capture.handle = previous
 
     def _function(self, name, dtype):
         key = (name, np.dtype(dtype))
@@ -174,7 +206,9 @@ class CupyOps(LSTMOps):
 
     @contextmanager
     def tf32_context(self):
-        if not self.allow_tf32:
+        if not self.allow_tf32 or getattr(self._capture, "handle", None):
+            # Off, or GEMMs go to a capture handle, whose math mode was set
+            # when it was made (CuPy's handle must not be touched then).
             yield
             return
         # The math mode of CuPy's own cuBLAS handle (the one
@@ -285,6 +319,27 @@ class CupyBackend(LSTMBackend):
         self.ops = default_ops(bool(allow_tf32)) if ops is None else ops
         self.xp = self.ops.xp
         self._layouts = {}
+
+    def minibatch_graphs(self, network, params, *, alpha, weight_mask):
+        """A :class:`~._graphs.MinibatchGraphs` for one fit, or None when
+        the ops cannot capture graphs."""
+        from ._graphs import MinibatchGraphs
+
+        runtime = self.ops.graph_runtime()
+        if runtime is None:
+            return None
+        return MinibatchGraphs(runtime, network, self, params, alpha=alpha,
+                               weight_mask=weight_mask)
+
+    def matmul(self, a, b, out=None):
+        """``a @ b`` (``a`` of shape (..., k)) through :meth:`LSTMOps.gemm`."""
+        xp = self.xp
+        rows = a.reshape(-1, a.shape[-1])
+        if out is None:
+            out = xp.empty(a.shape[:-1] + (b.shape[1],), dtype=a.dtype)
+        with self.ops.tf32_context():
+            self.ops.gemm(rows, b, out.reshape(-1, b.shape[1]))
+        return out
 
     def _layout(self, lengths, n_steps, reverse):
         """The :class:`_Layout` of a minibatch, reused across calls.
