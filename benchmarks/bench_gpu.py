@@ -10,10 +10,14 @@ and the script times
 as the median of ``--repeats`` runs after one warm-up, and prints seconds per
 side and the ratios torch/sklstm (above 1: sklstm is faster).
 
-sklstm runs through its public estimator, ``LSTMRegressor(device="cuda",
-max_iter=1).fit(X, y)`` and ``predict(X)``, so its times include what a user
-pays: input validation and copying each minibatch from host memory to the
-GPU. PyTorch gets its data on the GPU once, before timing, and runs
+sklstm runs through its public estimator, ``LSTMRegressor(device="cuda")
+.fit(X, y)`` and ``predict(X)``, so its times include what a user pays:
+input validation and copying each minibatch from host memory to the GPU.
+Its epoch time is that of an epoch within a longer fit: the time of a
+3-epoch fit minus that of a 1-epoch fit, halved. The first epoch of a fit
+also captures its CUDA graphs and checks them against eager steps; the
+"sk 1st" column is the time of a whole 1-epoch fit. ``--no-graphs`` times
+sklstm with every kernel launched from Python. PyTorch gets its data on the GPU once, before timing, and runs
 ``nn.LSTM`` (cuDNN) + ``nn.Linear`` with ``torch.optim.Adam``.
 
 TF32: "off" sets ``allow_tf32=False`` on sklstm and
@@ -49,6 +53,9 @@ WORKLOADS = {
 # and cuts N.
 QUICK_N = {"G1": 1024, "G2": 1024, "G3": 8192}
 INFER_BATCH = 4096  # PyTorch's inference batch; sklstm picks its own (<= 4096)
+# sklstm's epoch time is the difference between fits of 1 + EXTRA_EPOCHS
+# epochs and of 1 epoch, divided by EXTRA_EPOCHS.
+EXTRA_EPOCHS = 2
 
 
 def make_data(workload, n_samples):
@@ -73,25 +80,36 @@ def median_time(fn, repeats, synchronize):
 
 
 # ------------------------------------------------------------------- sides
-def run_sklstm(workload, X, y, tf32, repeats):
+def run_sklstm(workload, X, y, tf32, repeats, graphs=True):
     import cupy
     from sklearn.exceptions import ConvergenceWarning
 
     from sklstm import LSTMRegressor
+    from sklstm._backends import _graphs
 
+    _graphs.ENABLED = graphs
     _, _, _, H, batch = WORKLOADS[workload]
     warnings.simplefilter("ignore", ConvergenceWarning)
-    model = LSTMRegressor(hidden_layer_sizes=(H,), batch_size=batch, max_iter=1,
-                          shuffle=True, alpha=0.0, random_state=0,
-                          device="cuda", allow_tf32=tf32)
+
+    def model(epochs):
+        # tol=0 and a patience above max_iter: every epoch runs.
+        return LSTMRegressor(hidden_layer_sizes=(H,), batch_size=batch,
+                             max_iter=epochs, tol=0.0, n_iter_no_change=99,
+                             shuffle=True, alpha=0.0, random_state=0,
+                             device="cuda", allow_tf32=tf32)
 
     def synchronize():
         cupy.cuda.Device().synchronize()
 
-    train = median_time(lambda: model.fit(X, y), repeats, synchronize)
-    infer = median_time(lambda: model.predict(X), repeats, synchronize)
-    assert np.isfinite(model.predict(X[:10])).all()
-    return {"train": train, "infer": infer}
+    one, three = model(1), model(1 + EXTRA_EPOCHS)
+    first = median_time(lambda: one.fit(X, y), repeats, synchronize)
+    longer = median_time(lambda: three.fit(X, y), repeats, synchronize)
+    infer = median_time(lambda: one.predict(X), repeats, synchronize)
+    assert np.isfinite(one.predict(X[:10])).all()
+    # An epoch in a fit of many: the fit's marginal cost per epoch. A fit's
+    # first epoch also captures the CUDA graphs (and checks them).
+    return {"train": (longer - first) / EXTRA_EPOCHS, "first": first,
+            "infer": infer}
 
 
 def run_torch(workload, X_np, y_np, tf32, repeats):
@@ -150,6 +168,9 @@ def main():
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--tf32", default="off,on",
                         help="TF32 settings to run: off, on or off,on")
+    parser.add_argument("--no-graphs", action="store_true",
+                        help="sklstm without CUDA graphs (every kernel "
+                             "launched from Python)")
     args = parser.parse_args()
 
     from sklstm._backends import cuda_status
@@ -169,7 +190,8 @@ def main():
         X, y = make_data(workload, n_samples)
         for setting in args.tf32.split(","):
             tf32 = setting == "on"
-            sk = run_sklstm(workload, X, y, tf32, args.repeats)
+            sk = run_sklstm(workload, X, y, tf32, args.repeats,
+                            graphs=not args.no_graphs)
             th = None if skip_torch else run_torch(workload, X, y, tf32, args.repeats)
             rows.append((workload, n_samples, setting, sk, th))
             _print_row(*rows[-1])
@@ -179,7 +201,8 @@ def _print_row(workload, n_samples, setting, sk, th):
     if not hasattr(_print_row, "header"):
         _print_row.header = True
         print(f"\n{'':4} {'N':>6} {'tf32':>4} | {'epoch s: sklstm':>15} {'torch':>8} "
-              f"{'t/sk':>6} | {'infer s: sklstm':>15} {'torch':>8} {'t/sk':>6}")
+              f"{'t/sk':>6} {'sk 1st':>7} | {'infer s: sklstm':>15} {'torch':>8} "
+              f"{'t/sk':>6}")
 
     def col(result, key):
         return f"{result[key]:8.4f}" if result else f"{'-':>8}"
@@ -188,7 +211,8 @@ def _print_row(workload, n_samples, setting, sk, th):
         return f"{th[key] / sk[key]:6.2f}" if th else f"{'-':>6}"
 
     print(f"{workload:4} {n_samples:6d} {setting:>4} | {sk['train']:15.4f} "
-          f"{col(th, 'train')} {ratio('train')} | {sk['infer']:15.4f} "
+          f"{col(th, 'train')} {ratio('train')} {sk['first']:7.3f} | "
+          f"{sk['infer']:15.4f} "
           f"{col(th, 'infer')} {ratio('infer')}", flush=True)
 
 
