@@ -52,6 +52,12 @@ cdef extern from "_small_gemm.h":
     void sklstm_small_gemm_d(int m, int n, int k, const double* A, int lda,
                              const double* B, int ldb, int accumulate,
                              double* C, int ldc) noexcept nogil
+    void sklstm_small_gemm_tn_f(int m, int n, int k, const float* A, int lda,
+                                const float* B, int ldb, int accumulate,
+                                float* C, int ldc) noexcept nogil
+    void sklstm_small_gemm_tn_d(int m, int n, int k, const double* A,
+                                int lda, const double* B, int ldb,
+                                int accumulate, double* C, int ldc) noexcept nogil
 
 # Largest B (k x n) of a per-step product that _step_gemm computes itself
 # (it stays in L2; beyond, BLAS's packing pays for itself).
@@ -304,6 +310,30 @@ cdef inline void _step_gemm(
             sklstm_small_gemm_d(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
     else:
         gemm(False, False, m, n, k, <floating> 1, A, lda, Bm, ldb,
+             <floating> (1 if accumulate else 0), C, ldc)
+
+
+cdef inline void _chunk_gemm_tn(
+    int m, int n, int k, const floating* A, int lda, const floating* Bm,
+    int ldb, bint accumulate, floating* C, int ldc,
+) noexcept nogil:
+    """``C (m, n) = A.T @ B (+ C)``, ``A`` (k, m) and ``B`` (k, n) row-major.
+
+    The weight gradients of a chunk of steps (``dW_hh += dgates.T @ h``).
+    Small B at least one AVX-512 vector wide: sklstm's own kernel, as in
+    _step_gemm, since OpenBLAS packs both operands of these small products
+    on every chunk (W2 backward, 2 threads: 1.55 -> 1.33 ms; with
+    OPENBLAS_CORETYPE=Haswell 1.7-2.3 -> 1.52 ms). Narrower B (dW_ih at
+    I < 16) would run the kernel's scalar column loop: BLAS. Large B: BLAS.
+    """
+    if (<Py_ssize_t> k * n * sizeof(floating) <= SMALL_B_BYTES
+            and n * sizeof(floating) >= 64):
+        if floating is float:
+            sklstm_small_gemm_tn_f(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
+        else:
+            sklstm_small_gemm_tn_d(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
+    else:
+        gemm(True, False, m, n, k, <floating> 1, A, lda, Bm, ldb,
              <floating> (1 if accumulate else 0), C, ldc)
 
 
@@ -642,7 +672,6 @@ cdef void _weight_grads_times(
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t ta = max(t0, 1)
     cdef int rows = <int> ((t1 - t0) * B)
-    cdef floating beta = 0 if first else 1
     cdef const floating* dg_p = dgates_p + t0 * B * G
     cdef Py_ssize_t g0 = _chunk(G, n_parts, part, 16)
     cdef Py_ssize_t g1 = _chunk(G, n_parts, part + 1, 16)
@@ -654,16 +683,16 @@ cdef void _weight_grads_times(
     if ng <= 0:
         return
     # dW_ih[g0:g1] (+)= dgates[t0:t1, :, g0:g1].T @ X[t0:t1]
-    gemm(True, False, <int> ng, <int> n_in, rows, <floating> 1, dg_p + g0,
-         <int> G, X_p + t0 * B * n_in, <int> n_in, beta,
-         dW_ih_p + g0 * n_in, <int> n_in)
+    _chunk_gemm_tn(<int> ng, <int> n_in, rows, dg_p + g0, <int> G,
+                   X_p + t0 * B * n_in, <int> n_in, not first,
+                   dW_ih_p + g0 * n_in, <int> n_in)
     # dW_hh[g0:g1] (+)= dgates[ta:t1, :, g0:g1].T @ hidden[ta-1:t1-1],
     # ta = max(t0, 1)
     if t1 > ta:
-        gemm(True, False, <int> ng, <int> H, <int> ((t1 - ta) * B),
-             <floating> 1, dgates_p + ta * B * G + g0, <int> G,
-             hidden_p + (ta - 1) * B * H, <int> H, beta,
-             dW_hh_p + g0 * H, <int> H)
+        _chunk_gemm_tn(<int> ng, <int> H, <int> ((t1 - ta) * B),
+                       dgates_p + ta * B * G + g0, <int> G,
+                       hidden_p + (ta - 1) * B * H, <int> H, not first,
+                       dW_hh_p + g0 * H, <int> H)
     elif first:
         memset(dW_hh_p + g0 * H, 0, ng * H * sizeof(floating))
     # dbias[g0:g1] (+)= column sums of dgates[t0:t1, :, g0:g1], valid rows

@@ -1,7 +1,9 @@
 /* The per-step GEMMs of small LSTMs, without BLAS's per-call packing.
  *
  * C (m x n) = A (m x k) @ B (k x n) [+ C], all row-major, B's rows
- * contiguous (so every step reads W_hh's transpose, or W_hh itself, as is).
+ * contiguous (so every step reads W_hh's transpose, or W_hh itself, as is);
+ * and the "TN" form C = A.T @ B [+ C] with A (k x m) row-major, which the
+ * chunked weight gradients use (dW_hh += dgates.T @ h over a few steps).
  *
  * Why: at H <= 64 the per-step products are tiny (32 x 256 x 64 on one
  * thread at W2), and OpenBLAS repacks B on every call unless it takes its
@@ -39,7 +41,12 @@ typedef double sk_vd __attribute__((vector_size(SK_VBYTES), aligned(8)));
 /* One tile: R rows x NVX vectors of C, accumulated in registers over k.
  * R and NVX are literals, so the loops over them unroll and the
  * accumulators stay in registers. */
-#define SK_DEFINE_TILE(NAME, R, NVX, T, V)                                    \
+/* Index of A's element (row r of op(A), k index p): NN reads A (m x k),
+ * TN reads A (k x m), both with leading dimension lda. */
+#define SK_A_NN(r, p) ((long) (r) * lda + (p))
+#define SK_A_TN(r, p) ((long) (p) * lda + (r))
+
+#define SK_DEFINE_TILE(NAME, R, NVX, T, V, AIDX)                              \
 static inline void NAME(int k, const T* A, int lda, const T* B, int ldb,     \
                         int accumulate, T* C, int ldc)                       \
 {                                                                            \
@@ -52,7 +59,7 @@ static inline void NAME(int k, const T* A, int lda, const T* B, int ldb,     \
         V bv[NVX];                                                           \
         for (v = 0; v < NVX; v++) bv[v] = b[v];                              \
         for (r = 0; r < R; r++) {                                            \
-            V a = (V){0} + A[(long) r * lda + p];                            \
+            V a = (V){0} + A[AIDX(r, p)];                                    \
             for (v = 0; v < NVX; v++) acc[r][v] += a * bv[v];                \
         }                                                                    \
     }                                                                        \
@@ -63,11 +70,11 @@ static inline void NAME(int k, const T* A, int lda, const T* B, int ldb,     \
     }                                                                        \
 }
 
-#define SK_DEFINE_SMALL_GEMM(NAME, TILE, T, V)                                \
-SK_DEFINE_TILE(TILE##_4xNV, 4, SK_NV, T, V)                                  \
-SK_DEFINE_TILE(TILE##_1xNV, 1, SK_NV, T, V)                                  \
-SK_DEFINE_TILE(TILE##_8x1, 8, 1, T, V)                                       \
-SK_DEFINE_TILE(TILE##_1x1, 1, 1, T, V)                                       \
+#define SK_DEFINE_SMALL_GEMM(NAME, TILE, T, V, AIDX)                          \
+SK_DEFINE_TILE(TILE##_4xNV, 4, SK_NV, T, V, AIDX)                            \
+SK_DEFINE_TILE(TILE##_1xNV, 1, SK_NV, T, V, AIDX)                            \
+SK_DEFINE_TILE(TILE##_8x1, 8, 1, T, V, AIDX)                                 \
+SK_DEFINE_TILE(TILE##_1x1, 1, 1, T, V, AIDX)                                 \
 static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
                  int ldb, int accumulate, T* C, int ldc)                     \
 {                                                                            \
@@ -78,20 +85,20 @@ static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
     /* Panels of NV vectors: tiles of 4 rows, then single rows. */           \
     for (j = 0; j < n_panel; j += NV * W) {                                  \
         for (i = 0; i + 4 <= m; i += 4)                                      \
-            TILE##_4xNV(k, A + (long) i * lda, lda, B + j, ldb, accumulate,  \
+            TILE##_4xNV(k, A + AIDX(i, 0), lda, B + j, ldb, accumulate,  \
                  C + (long) i * ldc + j, ldc);                               \
         for (; i < m; i++)                                                   \
-            TILE##_1xNV(k, A + (long) i * lda, lda, B + j, ldb, accumulate,  \
+            TILE##_1xNV(k, A + AIDX(i, 0), lda, B + j, ldb, accumulate,  \
                  C + (long) i * ldc + j, ldc);                               \
     }                                                                        \
     /* Single vectors of columns: tiles of 8 rows (8 independent sums keep  \
        the FMA units busy), then single rows. */                             \
     for (j = n_panel; j < n_vec; j += W) {                                   \
         for (i = 0; i + 8 <= m; i += 8)                                      \
-            TILE##_8x1(k, A + (long) i * lda, lda, B + j, ldb, accumulate,   \
+            TILE##_8x1(k, A + AIDX(i, 0), lda, B + j, ldb, accumulate,   \
                  C + (long) i * ldc + j, ldc);                               \
         for (; i < m; i++)                                                   \
-            TILE##_1x1(k, A + (long) i * lda, lda, B + j, ldb, accumulate,   \
+            TILE##_1x1(k, A + AIDX(i, 0), lda, B + j, ldb, accumulate,   \
                  C + (long) i * ldc + j, ldc);                               \
     }                                                                        \
     /* The last columns, one element at a time. */                           \
@@ -99,14 +106,18 @@ static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
         for (i = 0; i < m; i++) {                                            \
             T acc = 0;                                                       \
             for (p = 0; p < k; p++)                                          \
-                acc += A[(long) i * lda + p] * B[(long) p * ldb + j];        \
+                acc += A[AIDX(i, p)] * B[(long) p * ldb + j];                \
             C[(long) i * ldc + j] = accumulate ? acc + C[(long) i * ldc + j] \
                                                : acc;                        \
         }                                                                    \
     }                                                                        \
 }
 
-SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_f, sklstm_tile_f, float, sk_vf)
-SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_d, sklstm_tile_d, double, sk_vd)
+SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_f, sklstm_tile_f, float, sk_vf, SK_A_NN)
+SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_d, sklstm_tile_d, double, sk_vd, SK_A_NN)
+SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_tn_f, sklstm_tile_tn_f, float, sk_vf,
+                     SK_A_TN)
+SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_tn_d, sklstm_tile_tn_d, double, sk_vd,
+                     SK_A_TN)
 
 #endif
