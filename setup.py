@@ -23,7 +23,9 @@ COMMON = dict(
     # -fno-trapping-math lets GCC if-convert the clamps in the gate
     # activations (sklstm/_kernels/_activations.pxd), so the fused loops
     # vectorize; nothing in sklstm reads floating-point exception flags.
-    extra_compile_args=["-O3", "-fno-trapping-math"],
+    # -fno-math-errno lets it vectorize sqrt (Adam's loop): nothing reads
+    # errno either.
+    extra_compile_args=["-O3", "-fno-trapping-math", "-fno-math-errno"],
 )
 # The timestep loops split a minibatch's rows over OpenMP threads (prange);
 # the number of threads is passed in by the backend, which reads the

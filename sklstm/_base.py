@@ -209,11 +209,11 @@ class BaseLSTM(BaseEstimator, ABC):
         if self.solver == "sgd":
             return SGD(n_params, dtype, self.learning_rate_init, self.momentum,
                        self.nesterovs_momentum, xp=backend.xp)
-        # The GPU backend does Adam's update in one kernel.
-        ops = getattr(backend, "ops", None)
+        # Adam's update is one pass over the buffer: a CUDA kernel on the
+        # GPU, a Cython loop on the CPU.
         return Adam(n_params, dtype, self.learning_rate_init, self.beta_1,
                     self.beta_2, self.epsilon, xp=backend.xp,
-                    fused_update=None if ops is None else ops.adam_update)
+                    fused_update=getattr(backend, "adam_update", None))
 
     def _fit_backend(self):
         """The backend ``fit`` trains on; raises for 'cuda' without a GPU."""

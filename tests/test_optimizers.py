@@ -68,3 +68,29 @@ def test_clip_by_global_norm():
     np.testing.assert_allclose(grad, [0.3, 0.4])
     clip_by_global_norm(grad, None)
     np.testing.assert_allclose(grad, [0.3, 0.4])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_fused_adam_matches_numpy_adam(dtype):
+    """The Cython one-pass Adam step (what CPU fits use) computes what the
+    NumPy step computes: moments in the dtype, the step in float64."""
+    from sklstm._kernels._dispatch import adam_update
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    params = rng.standard_normal(n).astype(dtype)
+    numpy_adam = Adam(n, dtype, 1e-2)
+    fused_adam = Adam(n, dtype, 1e-2, fused_update=adam_update)
+    expected, actual = params.copy(), params.copy()
+    for step in range(20):
+        grad = (rng.standard_normal(n) * 10.0 ** (step % 5 - 2)).astype(dtype)
+        numpy_adam.update(expected, grad)
+        fused_adam.update(actual, grad)
+    # FMA contraction may round the moments once instead of twice.
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-13)
+    np.testing.assert_allclose(actual, expected, **tol)
+    np.testing.assert_allclose(fused_adam.m, numpy_adam.m, **tol)
+    np.testing.assert_allclose(fused_adam.v, numpy_adam.v, **tol)
+    with pytest.raises(ValueError, match="same length"):
+        adam_update(actual, grad[:-1], fused_adam.m, fused_adam.v, beta_1=0.9,
+                    beta_2=0.999, step_size=1e-3, epsilon=1e-8)

@@ -13,7 +13,7 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from .._kernels._dispatch import lstm_backward, lstm_forward, max_threads
+from .._kernels._dispatch import adam_update, lstm_backward, lstm_forward, max_threads
 from ._base import LSTMBackend
 
 # Below this many multiply-adds per timestep (rows x 4H x H), a kernel call
@@ -260,6 +260,9 @@ class CPUBackend(LSTMBackend):
     """
 
     xp = np
+
+    #: Adam's step over the flat buffer in one pass (see ``_optimizers.Adam``).
+    adam_update = staticmethod(adam_update)
 
     def __init__(self):
         self._pool = _WorkspacePool()

@@ -320,6 +320,10 @@ class CupyBackend(LSTMBackend):
         self.xp = self.ops.xp
         self._layouts = {}
 
+    def adam_update(self, *args, **kwargs):
+        """Adam's step as one kernel (see ``LSTMOps.adam_update``)."""
+        self.ops.adam_update(*args, **kwargs)
+
     def minibatch_graphs(self, network, params, *, alpha, weight_mask):
         """A :class:`~._graphs.MinibatchGraphs` for one fit, or None when
         the ops cannot capture graphs."""

@@ -49,4 +49,5 @@ def _load():
 simd_level, kernels = _load()
 lstm_forward = kernels.lstm_forward
 lstm_backward = kernels.lstm_backward
+adam_update = kernels.adam_update
 max_threads = kernels.max_threads

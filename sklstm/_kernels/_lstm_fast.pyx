@@ -39,7 +39,7 @@ backend, ``sklstm/_backends/_cpu.py``, passes outputs and workspaces in).
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.limits cimport INT_MAX
-from libc.math cimport isfinite
+from libc.math cimport isfinite, sqrt
 from libc.string cimport memcpy, memset
 
 from ._activations cimport sigmoid, sigmoid_grad, tanh, tanh_grad
@@ -1105,6 +1105,40 @@ def lstm_backward(
                               W_ih_p, reverse, finite, hidden_p, dgates_p,
                               dX_p, dW_ih_p, dW_hh_p, dbias_p, dh_seq_p,
                               m_seq_p, dW_hr_p)
+
+
+def adam_update(
+    floating[::1] params,             # (n,) updated in place
+    const floating[::1] grad,         # (n,)
+    floating[::1] m,                  # (n,) first moment, updated in place
+    floating[::1] v,                  # (n,) second moment, updated in place
+    *, double beta_1, double beta_2, double step_size, double epsilon,
+):
+    """One Adam step over the flat parameter buffer, in one pass.
+
+    The arithmetic of ``adam_update`` in ``_backends/_lstm_cuda.cu``: the
+    moments in the parameters' dtype, the step ``m * step_size / (sqrt(v) +
+    epsilon)`` in double, rounded once when subtracted. NumPy's version runs
+    eleven passes over the buffer (18.6 us of a W1 minibatch's ~540 us at
+    4.5k parameters); this one reads each array once.
+    """
+    cdef Py_ssize_t k, n = params.shape[0]
+    cdef floating b1 = <floating> beta_1, one_minus_b1 = <floating> (1.0 - beta_1)
+    cdef floating b2 = <floating> beta_2, one_minus_b2 = <floating> (1.0 - beta_2)
+    cdef floating eps = <floating> epsilon
+    cdef floating g, m_k, v_k, denominator
+    if grad.shape[0] != n or m.shape[0] != n or v.shape[0] != n:
+        raise ValueError("params, grad, m and v must have the same length")
+    with nogil:
+        for k in range(n):
+            g = grad[k]
+            m_k = m[k] * b1 + g * one_minus_b1
+            v_k = v[k] * b2 + (g * one_minus_b2) * g
+            m[k] = m_k
+            v[k] = v_k
+            denominator = <floating> sqrt(v_k) + eps
+            params[k] = <floating> (<double> params[k]
+                                    - <double> m_k * step_size / <double> denominator)
 
 
 def _activations_memview(
