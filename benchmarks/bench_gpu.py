@@ -17,8 +17,9 @@ Its epoch time is that of an epoch within a longer fit: the time of a
 3-epoch fit minus that of a 1-epoch fit, halved. The first epoch of a fit
 also captures its CUDA graphs and checks them against eager steps; the
 "sk 1st" column is the time of a whole 1-epoch fit. ``--no-graphs`` times
-sklstm with every kernel launched from Python. PyTorch gets its data on the GPU once, before timing, and runs
-``nn.LSTM`` (cuDNN) + ``nn.Linear`` with ``torch.optim.Adam``.
+sklstm with every kernel launched from Python. PyTorch gets its data on the
+GPU once, before timing, and runs ``nn.LSTM`` (cuDNN) + ``nn.Linear`` with
+``torch.optim.Adam``.
 
 TF32: "off" sets ``allow_tf32=False`` on sklstm and
 ``torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 =

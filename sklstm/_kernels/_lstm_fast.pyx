@@ -59,7 +59,7 @@ cdef extern from "_small_gemm.h":
                                 int lda, const double* B, int ldb,
                                 int accumulate, double* C, int ldc) noexcept nogil
 
-# Largest B (k x n) of a per-step product that _step_gemm computes itself
+# Largest B (k x n) of a per-step product that _small_gemm computes itself
 # (it stays in L2; beyond, BLAS's packing pays for itself).
 DEF SMALL_B_BYTES = 128 * 1024
 
@@ -293,47 +293,37 @@ cdef inline void _zero_padding_rows(
         memset(seq + (s * B + lo) * width, 0, (b1 - lo) * width * sizeof(floating))
 
 
-cdef inline void _step_gemm(
-    int m, int n, int k, const floating* A, int lda, const floating* Bm,
-    int ldb, bint accumulate, floating* C, int ldc,
+cdef inline void _small_gemm(
+    bint trans_a, int m, int n, int k, const floating* A, int lda,
+    const floating* Bm, int ldb, bint accumulate, floating* C, int ldc,
 ) noexcept nogil:
-    """``C (m, n) = A (m, k) @ B (k, n) (+ C)``, row-major: a per-step product.
+    """``C (m, n) = op(A) @ B (+ C)``, row-major; ``op(A)`` is ``A`` (m, k)
+    or, with ``trans_a``, ``A.T`` for ``A`` (k, m).
 
-    Small B: sklstm's own kernel (``_small_gemm.h``), which does not repack
-    B on every call as BLAS does; its results do not depend on how the rows
-    are cut. Large B: BLAS.
+    The per-step products, and (``trans_a``) the weight gradients of a
+    chunk of steps, ``dW_hh += dgates.T @ h``. Small B: sklstm's own kernel
+    (``_small_gemm.h``), which does not repack its operands on every call
+    as BLAS does, and whose results do not depend on how the rows are cut
+    (chunked weight gradients, W2 backward on 2 threads: 1.55 -> 1.33 ms;
+    with OPENBLAS_CORETYPE=Haswell 1.7-2.3 -> 1.52 ms). A transposed product
+    with B narrower than one AVX-512 vector (dW_ih at I < 16) would run the
+    kernel's scalar column loop: BLAS. Large B: BLAS.
     """
-    if <Py_ssize_t> k * n * sizeof(floating) <= SMALL_B_BYTES:
+    if (<Py_ssize_t> k * n * sizeof(floating) <= SMALL_B_BYTES
+            and (not trans_a or n * sizeof(floating) >= 64)):
         if floating is float:
-            sklstm_small_gemm_f(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
+            if trans_a:
+                sklstm_small_gemm_tn_f(m, n, k, A, lda, Bm, ldb, accumulate,
+                                       C, ldc)
+            else:
+                sklstm_small_gemm_f(m, n, k, A, lda, Bm, ldb, accumulate,
+                                    C, ldc)
+        elif trans_a:
+            sklstm_small_gemm_tn_d(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
         else:
             sklstm_small_gemm_d(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
     else:
-        gemm(False, False, m, n, k, <floating> 1, A, lda, Bm, ldb,
-             <floating> (1 if accumulate else 0), C, ldc)
-
-
-cdef inline void _chunk_gemm_tn(
-    int m, int n, int k, const floating* A, int lda, const floating* Bm,
-    int ldb, bint accumulate, floating* C, int ldc,
-) noexcept nogil:
-    """``C (m, n) = A.T @ B (+ C)``, ``A`` (k, m) and ``B`` (k, n) row-major.
-
-    The weight gradients of a chunk of steps (``dW_hh += dgates.T @ h``).
-    Small B at least one AVX-512 vector wide: sklstm's own kernel, as in
-    _step_gemm, since OpenBLAS packs both operands of these small products
-    on every chunk (W2 backward, 2 threads: 1.55 -> 1.33 ms; with
-    OPENBLAS_CORETYPE=Haswell 1.7-2.3 -> 1.52 ms). Narrower B (dW_ih at
-    I < 16) would run the kernel's scalar column loop: BLAS. Large B: BLAS.
-    """
-    if (<Py_ssize_t> k * n * sizeof(floating) <= SMALL_B_BYTES
-            and n * sizeof(floating) >= 64):
-        if floating is float:
-            sklstm_small_gemm_tn_f(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
-        else:
-            sklstm_small_gemm_tn_d(m, n, k, A, lda, Bm, ldb, accumulate, C, ldc)
-    else:
-        gemm(True, False, m, n, k, <floating> 1, A, lda, Bm, ldb,
+        gemm(trans_a, False, m, n, k, <floating> 1, A, lda, Bm, ldb,
              <floating> (1 if accumulate else 0), C, ldc)
 
 
@@ -350,8 +340,8 @@ cdef inline void _recurrent_gemm(
     10 % of a W2 epoch on 2 threads, paid once per row block and step.
     """
     if W_hh_t != NULL:
-        _step_gemm(m, <int> G, <int> P, h, <int> P, W_hh_t, <int> G,
-                   beta != 0, out, <int> G)
+        _small_gemm(False, m, <int> G, <int> P, h, <int> P, W_hh_t, <int> G,
+                    beta != 0, out, <int> G)
     else:
         gemm(False, True, m, <int> G, <int> P, <floating> 1, h, <int> P,
              W_hh, <int> P, beta, out, <int> G)
@@ -457,8 +447,8 @@ cdef void _infer_rows(
             memcpy(xh_p + b * K, X_p + (t * B + b) * n_in,
                    n_in * sizeof(floating))
         # step_gates[b0:hi] = xh[b0:hi] @ W_cat_t
-        _step_gemm(<int> (hi - b0), <int> G, <int> K, xh_p + b0 * K, <int> K,
-                   W_cat_t_p, <int> G, False, step_p + b0 * G, <int> G)
+        _small_gemm(False, <int> (hi - b0), <int> G, <int> K, xh_p + b0 * K,
+                    <int> K, W_cat_t_p, <int> G, False, step_p + b0 * G, <int> G)
         for b in range(b0, hi):
             _cell_forward(H, step_p + b * G, NULL, bias_p, c_p + b * H,
                           xh_p + b * K + n_in)
@@ -552,8 +542,9 @@ cdef void _backward_rows(
             # the step buffer reverse.
             step_rows = dstep_p if reverse else dgates_p + s * B * G
             # dh_rec[b0:hi] = dgates_step[b0:hi] @ W_hh
-            _step_gemm(<int> (hi - b0), <int> P, <int> G, step_rows + b0 * G,
-                       <int> G, W_hh_p, <int> P, False, dh_p + b0 * P, <int> P)
+            _small_gemm(False, <int> (hi - b0), <int> P, <int> G,
+                        step_rows + b0 * G, <int> G, W_hh_p, <int> P, False,
+                        dh_p + b0 * P, <int> P)
 
 
 cdef inline void _add_column_sums(
@@ -683,16 +674,16 @@ cdef void _weight_grads_times(
     if ng <= 0:
         return
     # dW_ih[g0:g1] (+)= dgates[t0:t1, :, g0:g1].T @ X[t0:t1]
-    _chunk_gemm_tn(<int> ng, <int> n_in, rows, dg_p + g0, <int> G,
-                   X_p + t0 * B * n_in, <int> n_in, not first,
-                   dW_ih_p + g0 * n_in, <int> n_in)
+    _small_gemm(True, <int> ng, <int> n_in, rows, dg_p + g0, <int> G,
+                X_p + t0 * B * n_in, <int> n_in, not first,
+                dW_ih_p + g0 * n_in, <int> n_in)
     # dW_hh[g0:g1] (+)= dgates[ta:t1, :, g0:g1].T @ hidden[ta-1:t1-1],
     # ta = max(t0, 1)
     if t1 > ta:
-        _chunk_gemm_tn(<int> ng, <int> H, <int> ((t1 - ta) * B),
-                       dgates_p + ta * B * G + g0, <int> G,
-                       hidden_p + (ta - 1) * B * H, <int> H, not first,
-                       dW_hh_p + g0 * H, <int> H)
+        _small_gemm(True, <int> ng, <int> H, <int> ((t1 - ta) * B),
+                    dgates_p + ta * B * G + g0, <int> G,
+                    hidden_p + (ta - 1) * B * H, <int> H, not first,
+                    dW_hh_p + g0 * H, <int> H)
     elif first:
         memset(dW_hh_p + g0 * H, 0, ng * H * sizeof(floating))
     # dbias[g0:g1] (+)= column sums of dgates[t0:t1, :, g0:g1], valid rows
