@@ -250,9 +250,12 @@ class BaseLSTM(BaseEstimator, ABC):
         """
         previous_state = self.__dict__.copy()
         try:
+            # First, so that device="cuda" without a GPU fails before any work.
+            backend = self._fit_backend()
             # Divergence is detected and reported; numpy need not warn first.
-            with np.errstate(over="ignore", invalid="ignore"):
-                self._fit_epochs(X, y, sample_weight, incremental, classes)
+            # The CPU backend holds BLAS at one thread until the fit ends.
+            with np.errstate(over="ignore", invalid="ignore"), backend.session():
+                self._fit_epochs(backend, X, y, sample_weight, incremental, classes)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(previous_state)
@@ -280,11 +283,9 @@ class BaseLSTM(BaseEstimator, ABC):
                 f"has {network.n_outputs}; {how} needs targets of the same shape."
             )
 
-    def _fit_epochs(self, X, y, sample_weight, incremental, classes):
+    def _fit_epochs(self, backend, X, y, sample_weight, incremental, classes):
         how = "partial_fit" if incremental else "fit with warm_start=True"
         continuing = (incremental or self.warm_start) and hasattr(self, "_params")
-        # First, so that device="cuda" without a GPU fails before any work.
-        backend = self._fit_backend()
         xp = backend.xp
         layer_sizes = self._layer_sizes()
         if self.dropout > 0 and len(layer_sizes) == 1:
@@ -563,9 +564,10 @@ class BaseLSTM(BaseEstimator, ABC):
         check_is_fitted(self, "_params")
         X, lengths = check_sequences(self, X, reset=False)
         backend = self._predict_backend()
-        raw = _raw_output_of(self._network(), backend,
-                             backend.xp.asarray(self._params),
-                             X.astype(self._params.dtype, copy=False), lengths)
+        with backend.session():
+            raw = _raw_output_of(self._network(), backend,
+                                 backend.xp.asarray(self._params),
+                                 X.astype(self._params.dtype, copy=False), lengths)
         return raw, lengths
 
     def score(self, X, y, sample_weight=None):

@@ -537,6 +537,78 @@ def test_thread_plan_obeys_threadpool_limits():
     assert _thread_plan(8, 4)[0] == 1  # too little work to split
 
 
+def _max_blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return max(info["num_threads"] for info in threadpool_info()
+               if info["user_api"] == "blas")
+
+
+def test_fit_holds_blas_at_one_thread_and_restores_it(monkeypatch):
+    """During a fit BLAS stays at one thread (the kernels split the work
+    themselves, by the limit read when the fit began); after it, and after a
+    fit that fails, the limit is back."""
+    from threadpoolctl import threadpool_limits
+
+    from sklstm import LSTMRegressor
+    from sklstm._backends._cpu import _thread_plan
+    from sklstm._network import LSTMNetwork
+
+    seen = []
+    original = LSTMNetwork.loss_and_grad
+
+    def recording(self, *args, **kwargs):
+        seen.append((_max_blas_threads(), _thread_plan(4096, 512)[0]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LSTMNetwork, "loss_and_grad", recording)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 4, 2)).astype(np.float32)
+    with threadpool_limits(2):
+        LSTMRegressor(hidden_layer_sizes=(3,), max_iter=2).fit(X, X[:, 0, 0])
+        assert _max_blas_threads() == 2
+        with pytest.raises(ValueError):
+            LSTMRegressor(max_iter=1).fit(X, X[:3, 0, 0])  # y too short
+        assert _max_blas_threads() == 2
+    assert seen and set(seen) == {(1, 2)}
+
+
+def test_blas_hold_nests_and_is_the_main_threads():
+    """Holds nest; a fit in a worker thread neither takes nor ends the hold
+    (OpenBLAS lowered by the main thread cannot be raised from another)."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    from sklstm import LSTMRegressor
+    from sklstm._backends._cpu import _blas_hold
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 4, 2)).astype(np.float32)
+    seen = []
+
+    def fit_in_a_thread():
+        LSTMRegressor(hidden_layer_sizes=(3,), max_iter=1).fit(X, X[:, 0, 0])
+        seen.append((_blas_hold.limit, _max_blas_threads()))
+
+    with threadpool_limits(2):
+        with _blas_hold():
+            assert _blas_hold.limit == 2 and _max_blas_threads() == 1
+            with _blas_hold():
+                assert _blas_hold.limit == 2
+            assert _blas_hold.limit == 2 and _max_blas_threads() == 1
+            thread = threading.Thread(target=fit_in_a_thread)
+            thread.start()
+            thread.join(60)
+        assert seen == [(2, 1)]  # the main thread's hold, untouched
+        assert _blas_hold.limit is None and _max_blas_threads() == 2
+        thread = threading.Thread(target=fit_in_a_thread)
+        thread.start()
+        thread.join(60)
+        assert seen[1] == (None, 2)  # per-call, and restored
+        assert _max_blas_threads() == 2
+
+
 # ---------------------------------------------------------------------------
 # Projection (PyTorch's proj_size): W_hr (P, H), W_hh (4H, P), h of width P.
 

@@ -22,6 +22,7 @@ The initial states are zero.
 """
 
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 
 
 class LSTMBackend(ABC):
@@ -101,6 +102,12 @@ class LSTMBackend(ABC):
         dW_hr : array of shape (P, H)
             Only when the forward pass had a projection ``W_hr``.
         """
+
+    def session(self):
+        """Context held around a whole fit or predict (the epoch loop, or
+        all batches of a prediction). Nothing by default; the CPU backend
+        holds BLAS at one thread (see ``_cpu._BlasHold``)."""
+        return nullcontext()
 
     def matmul(self, a, b, out=None):
         """``a @ b`` for the network's head: ``a`` (..., k), ``b`` (k, n).

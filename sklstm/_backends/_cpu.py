@@ -17,11 +17,14 @@ from .._kernels._dispatch import adam_update, lstm_backward, lstm_forward, max_t
 from ._base import LSTMBackend
 
 # Below this many multiply-adds per timestep (rows x 4H x H), a kernel call
-# is not cut into pieces at all: one piece runs the one-thread paths (the
-# training backward then computes the weight gradients chunk by chunk while
-# they are in cache, ~10 % of a W2 epoch). W1 training (B=32, H=32: 131k per
-# step) stays whole; W2 (B=64, H=64: 1M) and up are cut.
-_MIN_WORK_TO_SPLIT = 2**18
+# is not cut into pieces: a second thread's start and its share of the
+# caches cost more than it saves. From it, the call is cut into one piece per
+# thread and _ThreadChooser measures whether running them on all threads
+# pays. W1 training (B=32, H=32: 131k per step, 16 rows per piece) is cut:
+# on 2 quiet Zen 3 cores, with BLAS held at one thread for the fit, its
+# forward kernel went from 215 to 135 us and its backward from 304 to
+# 176 us (an epoch 24.0 -> 17.8 ms).
+_MIN_WORK_TO_SPLIT = 2**16
 
 
 @functools.cache
@@ -48,6 +51,66 @@ def _single_threaded_blas(libraries):
     finally:
         for library, n_threads in libraries:
             library.set_num_threads(n_threads)
+
+
+class _BlasHold:
+    """BLAS held at one thread, process-wide, while any fit or predict runs.
+
+    The kernels call BLAS from their own threads, one BLAS thread each (see
+    :func:`_thread_plan`). Setting BLAS to one thread around each kernel call
+    and back cost ~6 us a call, and worse: between calls, NumPy's products
+    woke OpenBLAS's pool, whose threads then spun on the second core while
+    the kernel's second thread needed it (cut in 2 pieces, a W1 epoch was no
+    faster than whole; with BLAS held, 24.0 -> 17.8 ms). So a fit or
+    predict holds BLAS at one thread from start to end, and the kernels use
+    the limit read when the hold began (a user's ``threadpool_limits``
+    around the call is still obeyed).
+
+    Only the main thread holds: OpenBLAS lowered by the main thread does not
+    go back up when another thread sets it (seen with SciPy's and NumPy's
+    OpenBLAS), so a hold ended in a worker thread would leave the process at
+    one BLAS thread. A fit in another thread (joblib's threading backend)
+    sets BLAS to one thread around each kernel call, as without a hold,
+    unless the main thread holds it already. Holds nest.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._libraries = []  # [(controller, n_threads before the hold)]
+        #: Smallest BLAS thread limit before the hold; None when not held.
+        self.limit = None
+
+    @contextmanager
+    def __call__(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        with self._lock:
+            if self._depth == 0:
+                self._libraries = [(lib, lib.num_threads)
+                                   for lib in _blas_controller().lib_controllers]
+                self.limit = min([n for _, n in self._libraries],
+                                 default=max_threads())
+                for library, n_threads in self._libraries:
+                    if n_threads > 1:
+                        library.set_num_threads(1)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    for library, n_threads in self._libraries:
+                        if n_threads > 1:
+                            library.set_num_threads(n_threads)
+                    self._libraries = []
+                    self.limit = None
+
+
+#: The one hold of this process (BLAS thread limits are process-wide).
+_blas_hold = _BlasHold()
 
 
 # From this many multiply-adds per timestep and piece, a call that is cut in
@@ -83,8 +146,14 @@ def _thread_plan(n_rows, n_units, n_out=None, min_work=_MIN_WORK_TO_SPLIT):
     sklstm single-threaded. Each piece calls BLAS single-threaded: there is
     no synchronisation per timestep, and no BLAS thread pool spinning on the
     small per-step GEMMs (which collapsed under contention from another
-    process). ``context`` holds BLAS at one thread while the kernel runs.
+    process). ``context`` holds BLAS at one thread while the kernel runs,
+    unless :class:`_BlasHold` already holds it for the whole fit or predict.
     """
+    held = _blas_hold.limit
+    if held is not None:  # inside a fit or predict: BLAS is at one thread
+        limit = min(max_threads(), held)
+        n_parts = limit if _step_work(n_rows, n_units, n_out) >= min_work else 1
+        return n_parts, nullcontext()
     libraries = [(lib, lib.num_threads)
                  for lib in _blas_controller().lib_controllers]
     limit = min([max_threads()] + [n for _, n in libraries])
@@ -269,6 +338,10 @@ class CPUBackend(LSTMBackend):
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_pool"}
+
+    def session(self):
+        """BLAS held at one thread for a whole fit or predict (``_BlasHold``)."""
+        return _blas_hold()
 
     def __setstate__(self, state):
         self.__dict__.update(state)
