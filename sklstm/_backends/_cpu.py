@@ -250,19 +250,20 @@ def _best_and_other(seconds):
 _thread_chooser = _ThreadChooser()
 
 
-@contextmanager
-def _timed_run(key, n_parts, n_steps, step_work):
-    """Choose the threads of one kernel call and time it for the chooser.
+def _run_timed(kernel, key, n_parts, n_steps, step_work, *args, **kwargs):
+    """``kernel(*args, n_threads=..., n_parts=n_parts, **kwargs)``, on the
+    threads chosen for this kind of call, timed for the chooser.
 
-    Yields the number of threads to run the call on: all ``n_parts`` when
-    each piece has ``_MIN_WORK_ALWAYS_SPLIT`` per step, else the chooser's.
+    All ``n_parts`` threads when each piece has ``_MIN_WORK_ALWAYS_SPLIT``
+    per step, else the chooser's pick. A plain function, not a context
+    manager: a generator-based one cost ~4 us a call.
     """
     if n_parts == 1 or step_work >= n_parts * _MIN_WORK_ALWAYS_SPLIT:
-        yield n_parts
+        kernel(*args, n_threads=n_parts, n_parts=n_parts, **kwargs)
         return
     n_threads = _thread_chooser.choose(key, n_parts)
     start = time.perf_counter()
-    yield n_threads
+    kernel(*args, n_threads=n_threads, n_parts=n_parts, **kwargs)
     _thread_chooser.record(key, n_threads,
                            (time.perf_counter() - start) / max(n_steps, 1))
 
@@ -428,11 +429,12 @@ class CPUBackend(LSTMBackend):
         key = ("forward", bool(training), hidden is not None, X.shape[1:],
                W_hh.shape, dtype, n_parts)  # fmt: skip
         work = _step_work(n_seq, n_units, None if W_hr is None else n_out)
-        with context, _timed_run(key, n_parts, n_steps, work) as n_threads:
-            lstm_forward(
+        with context:
+            _run_timed(
+                lstm_forward, key, n_parts, n_steps, work,
                 X, lengths, W_ih, W_hh, bias, bool(reverse), bool(training),
-                gates, cells, hidden, h_n, c_n, step_gates, n_threads,
-                n_parts=n_parts, W_hh_t=W_hh_t, **projection, **fused,
+                gates, cells, hidden, h_n, c_n, step_gates,
+                W_hh_t=W_hh_t, **projection, **fused,
             )  # fmt: skip
         pool.give(step_gates, W_hh_t, projection.get("m_step"), *fused.values())
 
@@ -493,11 +495,12 @@ class CPUBackend(LSTMBackend):
         )
         key = ("backward", X.shape[1:], W_hh.shape, dtype, n_parts)
         work = _step_work(n_seq, n_units, None if W_hr is None else n_out)
-        with context, _timed_run(key, n_parts, n_steps, work) as n_threads:
-            lstm_backward(
+        with context:
+            _run_timed(
+                lstm_backward, key, n_parts, n_steps, work,
                 X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
                 dX, dW_ih, dW_hh, dbias, dgates, dgates_step, dh_rec, dc_state,
-                n_threads, n_parts=n_parts, **projection,
+                **projection,
             )  # fmt: skip
         # The cache's gates and cells are dead now (one backward per cache).
         pool.give(gates, cells, dgates, dgates_step, dh_rec, dc_state,
