@@ -17,13 +17,20 @@ def _quiet_fit(model, X, y, **kwargs):
 
 def test_remembers_the_first_element_of_a_noise_sequence():
     """The label is the sign of the first of 20 noise values: the other 19
-    steps carry no information, so only memory can solve it."""
+    steps carry no information, so only memory can solve it.
+
+    The loss sits on a plateau at log 2 before the model finds the memory,
+    and whether it leaves it in time is sensitive to rounding: with 16 units,
+    30 epochs and no clipping, 12 seeds reached 0.95 in only 5 to 7 cases,
+    depending on the order of the weight gradients' sums. With 32 units,
+    clipping and 60 epochs 11 of 12 (seed, order) pairs did, this seed in
+    both orders (1.00)."""
     rng = np.random.RandomState(0)
     X = rng.randn(2400, 20, 1).astype(np.float32)
     y = (X[:, 0, 0] > 0).astype(int)
-    model = LSTMClassifier(hidden_layer_sizes=(16,), learning_rate_init=0.003,
-                           batch_size=32, max_iter=30, n_iter_no_change=30,
-                           random_state=0)
+    model = LSTMClassifier(hidden_layer_sizes=(32,), learning_rate_init=0.005,
+                           clip_norm=1.0, batch_size=32, max_iter=60,
+                           n_iter_no_change=60, random_state=0)
     _quiet_fit(model, X[:2000], y[:2000])
     assert model.score(X[2000:], y[2000:]) > 0.95
 

@@ -387,7 +387,7 @@ def test_threads_run_concurrently_and_agree():
 
 
 def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
-                 W_hr=None, n_parts=0):
+                 W_hr=None, n_parts=0, chunked_grads=-1):
     """lstm_forward + lstm_backward called directly with ``n_threads``
     (and ``n_parts`` pieces of work; 0: one per thread)."""
     T, B, n_in = X.shape
@@ -415,7 +415,7 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
         X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
         *grads[:4], np.empty((T, B, 4 * H), dtype), np.empty((B, 4 * H), dtype),
         np.empty((B, P), dtype), np.empty((B, H), dtype), n_threads,
-        n_parts=n_parts, **bwd_proj,
+        n_parts=n_parts, chunked_grads=chunked_grads, **bwd_proj,
     )
     return [hidden, h_n, c_n] + grads
 
@@ -438,20 +438,25 @@ def test_threaded_kernels_match_single_thread(n_threads, reverse, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("T", [1, 13])
-def test_chunked_weight_grads_match_the_threaded_path(T, dtype):
-    # One thread, forward: BPTT runs in chunks of ~256 KiB of dgates, each
-    # followed by its share of dX, dW_ih, dW_hh and dbias. B = H = 64 makes
-    # several chunks (4 steps in float32, 2 in float64); two threads take
-    # the one-pass path after the loop.
+def test_chunked_weight_grads_match_the_post_loop_path(T, n_threads, dtype):
+    # Forward direction: BPTT runs in chunks of ~256 KiB of dgates, each
+    # followed by its share of dX, dW_ih, dW_hh and dbias (B = H = 64: 4
+    # steps in float32, 2 in float64), or computes them after the loop.
+    # Which one a build takes by default depends on its SIMD level, so both
+    # are asked for here, on every machine.
     rng = np.random.default_rng(3)
     lengths = np.sort(rng.integers(1, T + 1, size=64))[::-1].copy()
     lengths[0] = T
     X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, 5, 64, lengths, dtype)
     X[_padding_mask(T, lengths)] = 7.0  # finite padding: the chunked path
-    one = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, False, 1)
-    two = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, False, 2)
-    for a, e in zip(one, two):
+    chunked, after_the_loop = (
+        _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, False, n_threads,
+                     chunked_grads=flag)
+        for flag in (1, 0)
+    )
+    for a, e in zip(chunked, after_the_loop):
         np.testing.assert_allclose(a, e, **TOL[dtype])
 
 

@@ -63,6 +63,25 @@ cdef extern from "_small_gemm.h":
 # (it stays in L2; beyond, BLAS's packing pays for itself).
 DEF SMALL_B_BYTES = 128 * 1024
 
+# Whether lstm_backward computes the weight gradients chunk by chunk (see
+# _weight_grads_times) unless told: where sklstm's TN kernel runs the
+# chunks' small-K products faster than BLAS runs the one large-K product
+# after the loop. With AVX-512 it does (Zen 5, W2 backward on 2 threads:
+# 1.55 -> 1.33 ms with the TN kernel, about 10 % of a W2 epoch over the
+# post-loop path). With AVX2 its 4 x 2-vector tiles lose to OpenBLAS'
+# Haswell kernel (Zen 3, min of 300-400 calls, 2 threads: W2 backward
+# 2.87 ms chunked against 2.52 ms after the loop, W3 159 against 120 ms;
+# 1 thread, W2: 5.29 against 4.74 ms; W1 equal).
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define SKLSTM_CHUNKED_WEIGHT_GRADS 1
+    #else
+    #define SKLSTM_CHUNKED_WEIGHT_GRADS 0
+    #endif
+    """
+    bint SKLSTM_CHUNKED_WEIGHT_GRADS
+
 cdef extern from "<omp.h>":
     int omp_get_max_threads() noexcept nogil
 
@@ -951,11 +970,17 @@ def lstm_backward(
     floating[:, ::1] dm_step=None,      # (B, H) workspace with W_hr: dL/dm_t
     int n_parts=0,                      # pieces the work is cut into; 0: as
                                         #   many as n_threads
+    int chunked_grads=-1,               # weight gradients chunk by chunk
+                                        #   (1) or after the loop (0); -1:
+                                        #   as this build does best
 ):
     """Backpropagation through time, in place into the given arrays.
 
     As in :func:`lstm_forward`, ``n_parts`` fixes the arithmetic and
-    ``n_threads`` the threads running it.
+    ``n_threads`` the threads running it. ``chunked_grads`` changes the
+    order of the weight gradients' sums, so it fixes the arithmetic too; the
+    chunked path applies to the forward direction without a projection
+    only.
     """
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
     cdef Py_ssize_t P = W_hh.shape[1]
@@ -1032,7 +1057,10 @@ def lstm_backward(
 
     with nogil:
         finite = _padding_is_finite(X_p, len_p, T, B, n_in)
-        chunked = not reverse and W_hr_p == NULL and finite
+        if chunked_grads == -1:
+            chunked_grads = SKLSTM_CHUNKED_WEIGHT_GRADS
+        chunked = (chunked_grads == 1 and not reverse and W_hr_p == NULL
+                   and finite)
         if chunked:
             # BPTT in chunks of steps, each followed by its share of the
             # weight gradients (see _weight_grads_times): per chunk, the row
