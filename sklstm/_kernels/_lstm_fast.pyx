@@ -68,10 +68,12 @@ DEF SMALL_B_BYTES = 128 * 1024
 # chunks' small-K products faster than BLAS runs the one large-K product
 # after the loop. With AVX-512 it does (Zen 5, W2 backward on 2 threads:
 # 1.55 -> 1.33 ms with the TN kernel, about 10 % of a W2 epoch over the
-# post-loop path). With AVX2 its 4 x 2-vector tiles lose to OpenBLAS'
-# Haswell kernel (Zen 3, min of 300-400 calls, 2 threads: W2 backward
-# 2.87 ms chunked against 2.52 ms after the loop, W3 159 against 120 ms;
-# 1 thread, W2: 5.29 against 4.74 ms; W1 equal).
+# post-loop path). With AVX2 (Zen 3, 16 vector registers, 4 x 2-vector
+# tiles) the chunks lose to OpenBLAS' Haswell kernel running one large-K
+# product after the loop: backward, min of 200-400 calls, W2 on 2 threads
+# 2.41-2.52 ms chunked against 2.23 ms after the loop, on 1 thread 4.64
+# against 4.13 ms; T=50 B=128 H=128 18.4 against 16.1 ms; W3 (before the
+# broadcast fix in _small_gemm.h) 159 against 120 ms; W1 equal.
 cdef extern from *:
     """
     #if defined(__AVX512F__)
