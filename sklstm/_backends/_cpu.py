@@ -340,13 +340,13 @@ class CPUBackend(LSTMBackend):
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_pool"}
 
-    def session(self):
-        """BLAS held at one thread for a whole fit or predict (``_BlasHold``)."""
-        return _blas_hold()
-
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._pool = _WorkspacePool()
+
+    def session(self):
+        """BLAS held at one thread for a whole fit or predict (``_BlasHold``)."""
+        return _blas_hold()
 
     def forward(
         self,
