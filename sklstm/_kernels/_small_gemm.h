@@ -16,10 +16,10 @@
  * broadcast of A and NV loads of B feed 4 * NV FMAs). A's element is a
  * scalar operand of the vector product, which GCC turns into a broadcast
  * load (vbroadcastss m32: a load, no arithmetic unit). Written as the
- * vector sum (V){0} + a, it was a scalar add (which -fno-fast-math may not
- * fold: 0 + -0.0 is +0.0) and a register broadcast per element of A, both
- * on the FP ports the FMAs need: 54 GFLOP/s instead of 77-84 on one Zen 3
- * core at 32 x 256 x 64, below OpenBLAS' 67. GCC's vector
+ * vector sum (V){0} + a, it was a scalar add (not folded away without
+ * -ffast-math, since 0 + -0.0 is +0.0) and a register broadcast per element
+ * of A, both on the FP ports the FMAs need: 54 GFLOP/s instead of 77-84 on
+ * one Zen 3 core at 32 x 256 x 64, below OpenBLAS' 67. GCC's vector
  * extensions compile to AVX-512, AVX2 or SSE2 with the flags of each build
  * (see setup.py). Every element of C is summed over k in the same order,
  * from zero, by the same operations whichever tile, row remainder or column
