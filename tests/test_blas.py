@@ -65,6 +65,38 @@ def test_gemm_thin_shapes(dtype, m, n, k):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m, n", [(7, 1), (1, 6)])
+@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (2.5, -0.5)])
+def test_gemm_with_one_output_row_or_column(dtype, trans_a, trans_b, m, n,
+                                            alpha, beta):
+    # These go to GEMV, whose vector strides are the matrices' row strides:
+    # every operand is cut from a larger array, and C's other elements and
+    # a NaN in C (beta = 0) must not show.
+    rng = np.random.default_rng(5)
+    k = 5
+    A = _random(rng, (12, 14), dtype)[1 : 1 + (k if trans_a else m),
+                                      2 : 2 + (m if trans_a else k)]
+    B = _random(rng, (11, 13), dtype)[3 : 3 + (n if trans_b else k),
+                                      1 : 1 + (k if trans_b else n)]
+    C_big = _random(rng, (9, 10), dtype)
+    C = C_big[1 : 1 + m, 2 : 2 + n]
+    if beta == 0:
+        C[...] = np.nan
+    op_A = A.T if trans_a else A
+    op_B = B.T if trans_b else B
+    expected_big = C_big.astype(np.float64)
+    expected_big[1 : 1 + m, 2 : 2 + n] = (
+        alpha * op_A.astype(np.float64) @ op_B
+        + (beta * C.astype(np.float64) if beta else 0.0)
+    )
+
+    _gemm_memview(trans_a, trans_b, alpha, A, B, beta, C)
+    np.testing.assert_allclose(C_big, expected_big, rtol=RTOL[dtype], atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_gemm_beta_zero_ignores_nan_in_c(dtype):
     # BLAS does not read C when beta == 0, so garbage (np.empty) is fine.
     rng = np.random.default_rng(3)

@@ -11,7 +11,28 @@ against NumPy.
 """
 
 from cython cimport floating
-from scipy.linalg.cython_blas cimport daxpy, dgemm, dscal, saxpy, sgemm, sscal
+from scipy.linalg.cython_blas cimport (
+    daxpy, dgemm, dgemv, dscal, saxpy, sgemm, sgemv, sscal,
+)
+
+
+cdef void _gemv(bint trans, int m, int n, floating alpha, const floating* A,
+                int lda, const floating* x, int incx, floating beta,
+                floating* y, int incy) noexcept nogil:
+    """Column-major ``y = alpha op(A) x + beta y``, A (m, n); ``y`` is
+    zeroed first when beta is 0, so that whatever it held (it may be
+    uninitialised memory) cannot leak in as ``0 * NaN``."""
+    cdef char t = b"t" if trans else b"n"
+    cdef int i, n_y = n if trans else m
+    if beta == 0:
+        for i in range(n_y):
+            y[i * incy] = 0
+    if floating is float:
+        sgemv(&t, &m, &n, &alpha, <float*> A, &lda, <float*> x, &incx,
+              &beta, y, &incy)
+    else:
+        dgemv(&t, &m, &n, &alpha, <double*> A, &lda, <double*> x, &incx,
+              &beta, y, &incy)
 
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -20,6 +41,31 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                floating beta, floating* C, int ldc) noexcept nogil:
     cdef char ta = b"t" if trans_a else b"n"
     cdef char tb = b"t" if trans_b else b"n"
+    # A product with one column (or one row) of output is a matrix-vector
+    # product. OpenBLAS's sgemm still packs the whole matrix operand for it:
+    # dX = dgates @ W_ih and dW_ih = dgates.T @ X at one input feature
+    # (W1: dgates 640 x 128) spent more time packing dgates than the rest
+    # of the backward pass spent in GEMM kernels. GEMV streams it once.
+    if n == 1 and k > 1:
+        # C[:, 0] = op(A) @ op(B)[:, 0]; row-major A (m, k) read
+        # column-major is A.T (k, m), and (k, m) stored A is op(A) = A.T.
+        if trans_a:
+            _gemv(False, m, k, alpha, A, lda, B, 1 if trans_b else ldb,
+                  beta, C, ldc)
+        else:
+            _gemv(True, k, m, alpha, A, lda, B, 1 if trans_b else ldb,
+                  beta, C, ldc)
+        return
+    if m == 1 and k > 1:
+        # C[0, :] = op(B).T @ op(A)[0, :]; row-major (k, n) B read
+        # column-major is B.T (n, k), and (n, k) stored B is op(B).T.
+        if trans_b:
+            _gemv(True, k, n, alpha, B, ldb, A, lda if trans_a else 1,
+                  beta, C, 1)
+        else:
+            _gemv(False, n, k, alpha, B, ldb, A, lda if trans_a else 1,
+                  beta, C, 1)
+        return
     # row-major C = op(A) @ op(B)  ==  column-major C.T = op(B).T @ op(A).T
     if floating is float:
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> B, &ldb,
