@@ -128,8 +128,9 @@ class LSTMNetwork:
             "b_out": add("head.bias", (n_outputs,), False),
         }
         self.n_params = offset
-        # (flat, layer views, head views) of the last parameter buffer read.
-        self._param_views_of = None
+        # [(flat, layer views, head views)] of the last buffers read, the
+        # most recent first (a fit reads its parameters and its gradient).
+        self._param_views_of = []
 
     # ------------------------------------------------------------------ layout
     def _all_slots(self):
@@ -152,21 +153,27 @@ class LSTMNetwork:
         return {key: self._view(flat, slot) for key, slot in self._head_slots.items()}
 
     def _param_views(self, flat):
-        """Views of the parameter buffer ``flat``: ``[layer][direction]``
-        dicts as :meth:`layer_views` gives, and :meth:`head_views`.
+        """Views of the buffer ``flat`` (parameters or their gradient):
+        ``[layer][direction]`` dicts as :meth:`layer_views` gives, and
+        :meth:`head_views`.
 
-        Made once per buffer: a fit reads the views of its one buffer every
-        minibatch, and cutting them anew was ~6 % of the Python time of a W1
-        minibatch. The buffer is recognised by identity (and kept alive by
-        the cache, so its id cannot be reused).
+        Made once per buffer: a fit reads the views of its parameter and
+        gradient buffers every minibatch, and cutting them anew was ~6 % of
+        the Python time of a W1 minibatch. The last two buffers are
+        remembered, recognised by identity (and kept alive here, so their
+        ids cannot be reused).
         """
         cached = self._param_views_of
-        if cached is None or cached[0] is not flat:
+        for entry in cached:
+            if entry[0] is flat:
+                break
+        else:
             layers = [[self.layer_views(flat, layer, direction)
                        for direction in range(self.n_directions)]
                       for layer in range(len(self.hidden_layer_sizes))]
-            cached = self._param_views_of = (flat, layers, self.head_views(flat))
-        return cached[1], cached[2]
+            entry = (flat, layers, self.head_views(flat))
+            self._param_views_of = cached = [entry] + cached[:1]
+        return entry[1], entry[2]
 
     def weight_mask(self):
         """Boolean mask of the flat buffer: True on weights, False on biases."""
@@ -294,7 +301,8 @@ class LSTMNetwork:
         return raw, cache
 
     # ------------------------------------------------------------ backward
-    def backward(self, backend, flat, draw, cache, *, return_input_grad=False):
+    def backward(self, backend, flat, draw, cache, *, return_input_grad=False,
+                 out=None):
         """Gradient of the loss with respect to every parameter.
 
         Parameters
@@ -305,6 +313,9 @@ class LSTMNetwork:
         cache : what :meth:`forward` returned with ``training=True``.
         return_input_grad : bool
             Also return the gradient with respect to ``X`` (tests use it).
+        out : ndarray of shape (n_params,), optional
+            Where to write the gradient (a training loop passes the same
+            buffer every minibatch); a new array when None.
 
         Returns
         -------
@@ -313,8 +324,10 @@ class LSTMNetwork:
         """
         xp = backend.xp
         layer_caches, head_input, lengths, n_steps = cache
-        grad = xp.zeros(self.n_params, dtype=flat.dtype)
-        head, dhead = self._param_views(flat)[1], self.head_views(grad)
+        # Every slot of the buffer is written below, so it starts empty.
+        grad = xp.empty(self.n_params, dtype=flat.dtype) if out is None else out
+        head = self._param_views(flat)[1]
+        dlayers, dhead = self._param_views(grad)
         n_outputs, width = head["W_out"].shape
         draw_rows = draw.reshape(-1, n_outputs)
         # Written straight into the gradient buffer: no temporaries.
@@ -350,7 +363,7 @@ class LSTMNetwork:
                 dX, dW_ih, dW_hh, dbias, *dW_hr = backend.backward(
                     dhidden, direction_caches[direction]
                 )
-                dviews = self.layer_views(grad, layer, direction)
+                dviews = dlayers[layer][direction]
                 if dW_hr:
                     dviews["W_hr"][...] = dW_hr[0]
                 dviews["W_ih"][...] = dW_ih
@@ -368,7 +381,7 @@ class LSTMNetwork:
     # ---------------------------------------------------------------- loss
     def loss_and_grad(self, backend, flat, X, lengths, Y, sample_weight, *,
                       alpha=0.0, dropout=0.0, random_state=None,
-                      weight_mask=None):
+                      weight_mask=None, grad_out=None):
         """Loss of a time-major minibatch and its gradient.
 
         Parameters
@@ -380,6 +393,8 @@ class LSTMNetwork:
         weight_mask : ndarray of shape (n_params,), optional
             1 (True) on weights, 0 (False) on biases, as :meth:`weight_mask`
             returns; 0/1 in ``flat``'s dtype is the fastest. Made when None.
+        grad_out : ndarray of shape (n_params,), optional
+            Where to write the gradient (see :meth:`backward`).
 
         With ``output="sequence"`` the loss is the weighted mean over the
         valid timesteps of all sequences. The L2 penalty is
@@ -405,7 +420,8 @@ class LSTMNetwork:
             draw[valid] = draw_valid
         else:
             loss, draw = LOSSES[self.loss](Y, raw, sample_weight)
-        grad = self.backward(backend, flat, draw.astype(flat.dtype, copy=False), cache)
+        grad = self.backward(backend, flat, draw.astype(flat.dtype, copy=False),
+                             cache, out=grad_out)
         if alpha > 0:
             if weight_mask is None:
                 weight_mask = xp.asarray(self.weight_mask())
@@ -426,8 +442,9 @@ class LSTMNetwork:
 
 
 def all_full_length(lengths, n_steps):
-    """Whether every sequence of a minibatch (host ``lengths``) has ``n_steps``."""
-    return isinstance(lengths, np.ndarray) and int(lengths.min()) == n_steps
+    """Whether every sequence of a minibatch (host ``lengths``, sorted in
+    descending order as the kernels take them) has ``n_steps``."""
+    return isinstance(lengths, np.ndarray) and int(lengths[-1]) == n_steps
 
 
 def _projection(views):

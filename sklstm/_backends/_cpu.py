@@ -268,9 +268,12 @@ def _run_timed(kernel, key, n_parts, n_steps, step_work, *args, **kwargs):
                            (time.perf_counter() - start) / max(n_steps, 1))
 
 
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def _working_dtype(X):
     """float32 stays float32; everything else computes in float64."""
-    return np.float32 if X.dtype == np.float32 else np.float64
+    return _FLOAT32 if X.dtype == _FLOAT32 else _FLOAT64
 
 
 class _WorkspacePool:
@@ -295,7 +298,8 @@ class _WorkspacePool:
         self._lock = threading.Lock()
 
     def take(self, shape, dtype):
-        key = (shape, np.dtype(dtype))
+        """A free array of ``shape`` and ``dtype`` (a ``np.dtype``), or a new one."""
+        key = (shape, dtype)
         with self._lock:
             arrays = self._free.get(key)
             if arrays:
@@ -309,14 +313,16 @@ class _WorkspacePool:
                 if array is None:
                     continue
                 free = self._free.setdefault((array.shape, array.dtype), [])
-                if any(array is other for other in free):
-                    continue
-                if self._count >= self._max:
-                    self._free.clear()
-                    self._count = 0
-                    free = self._free.setdefault((array.shape, array.dtype), [])
-                free.append(array)
-                self._count += 1
+                for other in free:  # a loop, not any(): ~0.4 us less a call
+                    if other is array:
+                        break  # given twice: kept once
+                else:
+                    if self._count >= self._max:
+                        self._free.clear()
+                        self._count = 0
+                        free = self._free.setdefault((array.shape, array.dtype), [])
+                    free.append(array)
+                    self._count += 1
 
 
 class CPUBackend(LSTMBackend):
