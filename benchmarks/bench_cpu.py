@@ -18,10 +18,16 @@ FLOPs: forward per layer-direction ``2 T N 4H (I + H)``; training is counted
 as 3x forward (forward, gradient of the input side, gradient of the weights).
 
 Each side runs in a subprocess of its own (so imports, thread pools and peak
-memory do not mix). Peak memory is the high-water mark of the resident set
-(``VmHWM``, reset through ``/proc/self/clear_refs`` before each measured
-call) minus the resident set before the model was built: it includes the
-side's working memory but not the data set it was given.
+memory do not mix), started once and asked for one workload at a time: the
+sides of a workload run back to back, so that a slow spell of a shared host
+falls on all sides of one workload rather than on every workload of one
+side (before, W1 of sklstm and W1 of Keras ran minutes apart). ``--rounds R``
+goes through all workloads and sides R times, interleaved, and reports the
+median over the rounds of each side's times. Peak memory is the high-water
+mark of the resident set (``VmHWM``, reset through ``/proc/self/clear_refs``
+before each measured call) minus the resident set before the model was
+built: it includes the side's working memory but not the data set it was
+given.
 
 PyTorch and TensorFlow are benchmark-only dependencies; a side whose library
 is missing is skipped with the reason printed.
@@ -31,6 +37,7 @@ Usage::
     python benchmarks/bench_cpu.py              # full workloads
     python benchmarks/bench_cpu.py --quick      # smaller N, under a minute
     python benchmarks/bench_cpu.py --contention # a busy process on one core
+    python benchmarks/bench_cpu.py --rounds 3   # interleaved, steadier ratios
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_cpu.py
 """
 
@@ -41,6 +48,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -277,19 +285,21 @@ RUNNERS = {"sklstm": run_sklstm, "torch": run_torch, "keras": run_keras}
 
 
 def worker(args):
-    """Subprocess entry: one side, all requested workloads; prints JSON."""
+    """Subprocess entry: one side. Reads a workload name per line of stdin
+    and prints its result as one JSON line; ends at an empty line or EOF."""
     mem = PeakMemory()
     if args.worker == "predict_memory":
         result = run_predict_memory(args.memory_n, args.memory_t, args.threads)
         print("RESULT " + json.dumps(result))
         return
-    results = {}
-    for workload in args.workloads:
+    for line in sys.stdin:
+        workload = line.strip()
+        if not workload:
+            break
         n = QUICK_N[workload] if args.quick else WORKLOADS[workload][0]
-        results[workload] = RUNNERS[args.worker](
-            workload, n, args.threads, args.repeats, mem)
-        results[workload]["n"] = n
-    print("RESULT " + json.dumps(results))
+        result = RUNNERS[args.worker](workload, n, args.threads, args.repeats, mem)
+        result["n"] = n
+        print("RESULT " + json.dumps(result), flush=True)
 
 
 # ----------------------------------------------------------------- driver
@@ -301,6 +311,80 @@ def _spawn(argv, timeout=3600):
             return json.loads(line[len("RESULT "):]), None
     reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return None, reason
+
+
+class _SideProcess:
+    """One side's worker subprocess, asked for one workload at a time."""
+
+    def __init__(self, side, argv):
+        # stderr to a file: TensorFlow writes enough to fill a pipe nobody
+        # reads while the worker runs.
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", side] + argv,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+            text=True)
+        self.failure = None
+
+    def run(self, workload):
+        """The worker's result dict for ``workload``, or None (see ``failure``)."""
+        if self.failure is not None:
+            return None
+        try:
+            self._proc.stdin.write(workload + "\n")
+            self._proc.stdin.flush()
+            for line in self._proc.stdout:
+                if line.startswith("RESULT "):
+                    return json.loads(line[len("RESULT "):])
+        except BrokenPipeError:
+            pass
+        self._proc.wait()
+        self._stderr.seek(0)
+        self.failure = (self._stderr.read().strip().splitlines()
+                        or ["no output"])[-1]
+        return None
+
+    def close(self):
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=60)
+        self._stderr.close()
+
+
+def _run_sides(sides, workloads, rounds, argv):
+    """``{side: {workload: result}}`` (None for a side that failed) and
+    ``{side: reason}`` of the sides skipped; the sides of each workload run
+    back to back, and with several rounds each time is the median over the
+    rounds (each peak memory the largest)."""
+    skipped, processes = {}, {}
+    for side in sides:
+        reason = _available(side)
+        if reason is None:
+            processes[side] = _SideProcess(side, argv)
+        else:
+            skipped[side] = reason
+    runs = {side: {w: [] for w in workloads} for side in processes}
+    try:
+        for _ in range(rounds):
+            for workload in workloads:
+                for side, process in processes.items():
+                    result = process.run(workload)
+                    if result is not None:
+                        runs[side][workload].append(result)
+    finally:
+        for process in processes.values():
+            process.close()
+    results = {side: None for side in sides}
+    for side, process in processes.items():
+        if process.failure is not None:
+            skipped[side] = process.failure
+            continue
+        results[side] = {
+            w: {key: (max if key.endswith("_mem") else statistics.median)(
+                    [r[key] for r in rs]) for key in rs[0]}
+            for w, rs in runs[side].items()
+        }
+    return results, skipped
 
 
 def _available(side):
@@ -324,6 +408,9 @@ def main():
                         help=f"smaller N per workload: {QUICK_N}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="times through all workloads and sides, "
+                             "interleaved; each time is the median over them")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--contention", action="store_true",
@@ -341,7 +428,8 @@ def main():
 
     env = {k: os.environ.get(k, "(unset)")
            for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print(f"threads={args.threads} repeats={args.repeats} quick={args.quick} "
+    print(f"threads={args.threads} repeats={args.repeats} rounds={args.rounds} "
+          f"quick={args.quick} "
           f"contention={args.contention} "
           + " ".join(f"{k}={v}" for k, v in env.items()))
     busy = None
@@ -351,18 +439,11 @@ def main():
         peak = gemm_peak(args.threads)
         print(f"float32 GEMM peak (SciPy BLAS, 2048^3, {args.threads} threads): "
               f"{peak:.1f} GFLOP/s")
-        common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
-                  "--workloads", ",".join(args.workloads)]
+        common = ["--threads", str(args.threads), "--repeats", str(args.repeats)]
         if args.quick:
             common.append("--quick")
-        results, skipped = {}, {}
-        for side in args.sides.split(","):
-            reason = _available(side)
-            if reason is None:
-                results[side], reason = _spawn(["--worker", side] + common)
-            if reason is not None:
-                skipped[side] = reason
-                results[side] = None
+        results, skipped = _run_sides(args.sides.split(","), args.workloads,
+                                      args.rounds, common)
         memory = None
         if not args.no_memory and "sklstm" in args.sides.split(","):
             n_mem = args.memory_n or (2_000 if args.quick else 100_000)
