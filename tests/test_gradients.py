@@ -115,6 +115,35 @@ def test_input_gradient_matches_finite_differences(rng):
     assert np.all(dX[1:, 2] == 0.0), "padding must get no gradient"
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_univariate_input_gradients_match_finite_differences(bidirectional, rng):
+    """One input feature: the kernels' dX and dW_ih are then matrix-vector
+    products (GEMV), in each direction, with variable lengths."""
+    backend = get_backend("cpu")
+    network = LSTMNetwork(1, (3,), 2, bidirectional, "squared_error")
+    params = network.init_params(rng, np.float64)
+    lengths = np.array([4, 3, 1], dtype=np.intp)
+    X = rng.randn(4, 3, 1)
+    for column, length in enumerate(lengths):
+        X[length:, column] = 0.0
+    Y = rng.randn(3, 2)
+    weights = rng.uniform(0.5, 2.0, 3)
+    _assert_gradient_is_exact(network, backend, params, X, lengths, Y, weights)
+
+    def loss_at_input(X_flat):
+        return network.loss_and_grad(
+            backend, params, X_flat.reshape(X.shape), lengths, Y, weights
+        )[0]
+
+    raw, cache = network.forward(backend, params, X, lengths, training=True)
+    from sklstm._losses import squared_error
+
+    _, draw = squared_error(Y, raw, weights)
+    _, dX = network.backward(backend, params, draw, cache, return_input_grad=True)
+    expected = _finite_difference_grad(loss_at_input, X.ravel()).reshape(X.shape)
+    np.testing.assert_allclose(dX, expected, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("backend_name", ["reference", "cpu"])
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("hidden_layer_sizes, bidirectional",

@@ -172,12 +172,15 @@ LENGTH_CASES = {
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("length_case", list(LENGTH_CASES))
-def test_layer_direction_matches_torch(backend_name, dtype, reverse, length_case):
+# One feature makes the kernels' dX and dW_ih matrix-vector products (GEMV).
+@pytest.mark.parametrize("n_features", [1, 3])
+def test_layer_direction_matches_torch(backend_name, dtype, reverse, length_case,
+                                       n_features):
     backend = get_backend(backend_name)
     torch_dtype = TORCH_DTYPES[dtype]
     tol = TOL[dtype]
     rng = np.random.RandomState(0)
-    n_features, n_units = 3, 4
+    n_units = 4
     X, lengths, padding = _random_inputs(
         rng, LENGTH_CASES[length_case], n_features, dtype
     )
