@@ -28,6 +28,7 @@
 # a C double).
 
 from cython cimport floating
+from libc.math cimport copysign, copysignf, fabs, fabsf
 from libc.stdint cimport uint32_t, uint64_t
 
 
@@ -41,8 +42,12 @@ cdef union _bits32:
     uint32_t u
 
 
-cdef inline floating _exp_neg_parts(floating a, floating* scale) noexcept nogil:
-    """Return q and set scale = 2**-k so that exp(-a) = scale * (1 + q)."""
+cdef inline floating _exp_neg_parts(floating a, floating* scale,
+                                    bint a_may_be_negative) noexcept nogil:
+    """Return q and set scale = 2**-k so that exp(-a) = scale * (1 + q).
+
+    ``a_may_be_negative`` is a constant at each (inlined) call: tanh passes
+    ``a = 2|x|`` and False, which drops the lower clamp."""
     cdef _bits64 kd, s
     cdef _bits32 kf, sf
     cdef floating k, r, r2, r4
@@ -52,7 +57,7 @@ cdef inline floating _exp_neg_parts(floating a, floating* scale) noexcept nogil:
     if floating is double:
         if a > 700.0:  # a NaN stays NaN
             a = 700.0
-        if a < -700.0:
+        if a_may_be_negative and a < -700.0:
             a = -700.0
         # k = round(a / ln2), by adding 1.5 * 2**52 (bits 0x4338000000000000):
         # the sum's last mantissa bits then hold k.
@@ -76,7 +81,7 @@ cdef inline floating _exp_neg_parts(floating a, floating* scale) noexcept nogil:
     else:
         if a > <float> 80.0:
             a = 80.0
-        if a < <float> -80.0:
+        if a_may_be_negative and a < <float> -80.0:
             a = -80.0
         # k = round(a / ln2), by adding 1.5 * 2**23 (bits 0x4b400000)
         kf.f = a * <float> 1.44269502 + <float> 12582912.0
@@ -97,16 +102,18 @@ cdef inline floating _exp_neg_parts(floating a, floating* scale) noexcept nogil:
 
 cdef inline floating sigmoid(floating x) noexcept nogil:
     cdef floating one = 1, scale, q
-    q = _exp_neg_parts(x, &scale)
+    q = _exp_neg_parts(x, &scale, True)
     return one / (one + (scale + scale * q))
 
 
 cdef inline floating tanh(floating x) noexcept nogil:
-    cdef floating one = 1, two = 2, scale, q, m, sign
-    sign = -one if x < 0 else one
-    q = _exp_neg_parts(two * (sign * x), &scale)
+    cdef floating one = 1, two = 2, scale, q, m
+    # |x| and the sign put back are bit operations (no compare and blend)
+    q = _exp_neg_parts(two * (fabsf(x) if floating is float else fabs(x)),
+                       &scale, False)
     m = (one - scale) - scale * q  # -expm1(-2|x|), in [0, 1)
-    return sign * (m / (two - m))
+    m = m / (two - m)
+    return copysignf(m, x) if floating is float else copysign(m, x)
 
 
 # Derivatives written in terms of the activation's output y, which is what the
