@@ -390,8 +390,6 @@ cdef void _forward_rows(
     cdef floating* out_p = m_p if project else h_p
     memset(h_p + b0 * P, 0, (b1 - b0) * P * sizeof(floating))
     memset(c_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
-    if not reverse:
-        memset(step_p + b0 * G, 0, G * sizeof(floating))
     for s in range(T):
         n_s = _n_active(len_p, B, s)
         hi = min(b1, n_s)
@@ -402,8 +400,8 @@ cdef void _forward_rows(
         if not reverse:
             # Time s's rows are contiguous in gates: accumulate into them,
             # gates[s, b0:hi] += h_state[b0:hi] @ W_hh.T (nothing at s = 0,
-            # h_prev is zero); the cell adds the zero row step_gates[b0].
-            # A GEMM into step_gates and its memset cost 6 % of W1 predict.
+            # h_prev is zero), and the cell reads nothing else. A GEMM into
+            # step_gates and its memset cost 6 % of W1 predict.
             if s > 0:
                 _recurrent_gemm(<int> (hi - b0), G, P, h_p + b0 * P, W_hh_p,
                                 W_hh_t_p, 1, gates_p + (s * B + b0) * G)
@@ -418,7 +416,7 @@ cdef void _forward_rows(
             t = len_p[b] - 1 - s if reverse else s
             row = t * B + b
             _cell_forward(H, gates_p + row * G,
-                          step_p + (b if reverse else b0) * G, bias_p,
+                          step_p + b * G if reverse else NULL, bias_p,
                           c_p + b * H, out_p + b * H)
             if training:
                 memcpy(cells_p + row * H, c_p + b * H, H * sizeof(floating))
