@@ -39,6 +39,25 @@ def _assert_gradient_is_exact(network, backend, params, X, lengths, Y, weights):
     np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8)
 
 
+def _assert_input_gradient_is_exact(network, backend, params, X, lengths, Y,
+                                    weights):
+    """The gradient of a squared-error network's loss with respect to ``X``
+    equals finite differences; returns it."""
+    from sklstm._losses import squared_error
+
+    def loss_at_input(X_flat):
+        return network.loss_and_grad(
+            backend, params, X_flat.reshape(X.shape), lengths, Y, weights
+        )[0]
+
+    raw, cache = network.forward(backend, params, X, lengths, training=True)
+    _, draw = squared_error(Y, raw, weights)
+    _, dX = network.backward(backend, params, draw, cache, return_input_grad=True)
+    expected = _finite_difference_grad(loss_at_input, X.ravel()).reshape(X.shape)
+    np.testing.assert_allclose(dX, expected, rtol=1e-6, atol=1e-8)
+    return dX
+
+
 @pytest.mark.parametrize("backend_name", ["reference", "cpu"])
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize(
@@ -99,19 +118,8 @@ def test_input_gradient_matches_finite_differences(rng):
     X[1:, 2] = 0.0
     Y = rng.randn(3, 2)
     weights = np.ones(3)
-
-    def loss_at_input(X_flat):
-        return network.loss_and_grad(
-            backend, params, X_flat.reshape(X.shape), lengths, Y, weights
-        )[0]
-
-    raw, cache = network.forward(backend, params, X, lengths, training=True)
-    from sklstm._losses import squared_error
-
-    _, draw = squared_error(Y, raw, weights)
-    _, dX = network.backward(backend, params, draw, cache, return_input_grad=True)
-    expected = _finite_difference_grad(loss_at_input, X.ravel()).reshape(X.shape)
-    np.testing.assert_allclose(dX, expected, rtol=1e-6, atol=1e-8)
+    dX = _assert_input_gradient_is_exact(network, backend, params, X, lengths,
+                                         Y, weights)
     assert np.all(dX[1:, 2] == 0.0), "padding must get no gradient"
 
 
@@ -129,19 +137,8 @@ def test_univariate_input_gradients_match_finite_differences(bidirectional, rng)
     Y = rng.randn(3, 2)
     weights = rng.uniform(0.5, 2.0, 3)
     _assert_gradient_is_exact(network, backend, params, X, lengths, Y, weights)
-
-    def loss_at_input(X_flat):
-        return network.loss_and_grad(
-            backend, params, X_flat.reshape(X.shape), lengths, Y, weights
-        )[0]
-
-    raw, cache = network.forward(backend, params, X, lengths, training=True)
-    from sklstm._losses import squared_error
-
-    _, draw = squared_error(Y, raw, weights)
-    _, dX = network.backward(backend, params, draw, cache, return_input_grad=True)
-    expected = _finite_difference_grad(loss_at_input, X.ravel()).reshape(X.shape)
-    np.testing.assert_allclose(dX, expected, rtol=1e-6, atol=1e-8)
+    _assert_input_gradient_is_exact(network, backend, params, X, lengths, Y,
+                                    weights)
 
 
 @pytest.mark.parametrize("backend_name", ["reference", "cpu"])
