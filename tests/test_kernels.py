@@ -17,6 +17,12 @@ CASES = {
     "batch_of_one": (6, 2, 3, [6]),
     "one_step": (1, 3, 4, [1, 1, 1]),
     "H1_I1": (5, 1, 1, [5, 4, 2, 1]),
+    # W_hh beyond the 128 KiB that the per-step products always take on
+    # packed panels (4H x H at H = 93): packed panels for few rows per piece
+    # (the AVX2 build), BLAS from 128 rows per piece on (260 rows: also when
+    # cut in two) and on the other builds.
+    "large_weights": (4, 3, 93, [4, 4, 3, 1]),
+    "large_weights_many_rows": (3, 2, 93, [3] * 140 + [2] * 120),
 }
 
 
@@ -387,18 +393,22 @@ def test_threads_run_concurrently_and_agree():
 
 
 def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
-                 W_hr=None, n_parts=0, chunked_grads=-1):
+                 W_hr=None, n_parts=0, chunked_grads=-1, packed_weights=False):
     """lstm_forward + lstm_backward called directly with ``n_threads``
-    (and ``n_parts`` pieces of work; 0: one per thread)."""
+    (and ``n_parts`` pieces of work; 0: one per thread). With
+    ``packed_weights`` they get the workspaces for W_hh's packed panels."""
     T, B, n_in = X.shape
     P = W_hh.shape[1]
     H = P if W_hr is None else W_hr.shape[1]
     dtype = X.dtype
     fwd_proj, bwd_proj, grads = {}, {}, []
+    if packed_weights:
+        fwd_proj["W_hh_t"] = np.empty((P, 4 * H), dtype)
+        bwd_proj["W_hh_packed"] = np.empty((4 * H, P), dtype)
     if W_hr is not None:
-        fwd_proj = dict(W_hr=W_hr, m_step=np.empty((B, H), dtype))
+        fwd_proj.update(W_hr=W_hr, m_step=np.empty((B, H), dtype))
         grads = [np.empty(W_hr.shape, dtype)]
-        bwd_proj = dict(W_hr=W_hr, dW_hr=grads[0],
+        bwd_proj.update(W_hr=W_hr, dW_hr=grads[0],
                         dh_seq=np.empty((T, B, P), dtype),
                         m_seq=np.empty((T, B, H), dtype),
                         dh_step=np.empty((B, P), dtype),
@@ -461,11 +471,12 @@ def test_chunked_weight_grads_match_the_post_loop_path(T, n_threads, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("packed_weights", [False, True])
 @pytest.mark.parametrize("projected", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("n_parts", [2, 3])
 def test_results_do_not_depend_on_the_threads_running_the_pieces(
-    n_parts, reverse, projected, dtype
+    n_parts, reverse, projected, packed_weights, dtype
 ):
     """For a given cut into pieces, 1 thread or n_parts threads compute the
     same numbers bit for bit: the thread chooser may change its mind in the
@@ -481,11 +492,46 @@ def test_results_do_not_depend_on_the_threads_running_the_pieces(
         dhidden = np.ascontiguousarray(dhidden[..., :7])
     runs = [
         _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
-                     W_hr=W_hr, n_parts=n_parts)
+                     W_hr=W_hr, n_parts=n_parts, packed_weights=packed_weights)
         for n_threads in (1, n_parts)
     ]
     for serial, threaded in zip(*runs):
         np.testing.assert_array_equal(threaded, serial)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("H", [5, 24, 37])
+def test_packed_weights_give_the_in_place_kernels_sums(H, reverse, dtype):
+    """Backward's per-step products on W_hh's packed panels (full panels and
+    leftover columns) sum exactly as sklstm's kernel reading W_hh in place:
+    the packing moves memory, not arithmetic."""
+    rng = np.random.default_rng(6)
+    lengths = np.sort(rng.integers(1, 7, size=23))[::-1].copy()
+    lengths[0] = 7
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(7, 3, H, lengths, dtype)
+    T, B, _ = X.shape
+    gates, cells = np.empty((T, B, 4 * H), dtype), np.empty((T, B, H), dtype)
+    hidden = np.empty((T, B, H), dtype)
+    _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, reverse, True, gates,
+                            cells, hidden, np.empty((B, H), dtype),
+                            np.empty((B, H), dtype), np.empty((B, 4 * H), dtype),
+                            W_hh_t=np.empty((H, 4 * H), dtype))
+
+    def backward(**workspace):
+        grads = [np.empty(X.shape, dtype), np.empty(W_ih.shape, dtype),
+                 np.empty(W_hh.shape, dtype), np.empty(4 * H, dtype)]
+        _lstm_fast.lstm_backward(
+            X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
+            *grads, np.empty((T, B, 4 * H), dtype), np.empty((B, 4 * H), dtype),
+            np.empty((B, H), dtype), np.empty((B, H), dtype), **workspace,
+        )
+        return grads
+
+    in_place = backward()
+    packed = backward(W_hh_packed=np.empty((4 * H, H), dtype))
+    for a, e in zip(packed, in_place):
+        np.testing.assert_array_equal(a, e)
 
 
 def test_thread_chooser_takes_the_faster_and_follows_the_load():

@@ -58,6 +58,18 @@ cdef extern from "_small_gemm.h":
     void sklstm_small_gemm_tn_d(int m, int n, int k, const double* A,
                                 int lda, const double* B, int ldb,
                                 int accumulate, double* C, int ldc) noexcept nogil
+    void sklstm_packed_gemm_f(int m, int n, int k, const float* A, int lda,
+                              const float* Bp, int accumulate, float* C,
+                              int ldc) noexcept nogil
+    void sklstm_packed_gemm_d(int m, int n, int k, const double* A, int lda,
+                              const double* Bp, int accumulate, double* C,
+                              int ldc) noexcept nogil
+    void sklstm_packed_gemm_f_pack(int k_total, int n, int p0, int p1,
+                                   const float* src, long row_stride,
+                                   long col_stride, float* Bp) noexcept nogil
+    void sklstm_packed_gemm_d_pack(int k_total, int n, int p0, int p1,
+                                   const double* src, long row_stride,
+                                   long col_stride, double* Bp) noexcept nogil
 
 # Largest B (k x n) of a per-step product that _small_gemm computes itself
 # (it stays in L2; beyond, BLAS's packing pays for itself).
@@ -83,6 +95,26 @@ cdef extern from *:
     #endif
     """
     bint SKLSTM_CHUNKED_WEIGHT_GRADS
+
+# Below how many rows per piece the per-step products whose B exceeds
+# SMALL_B_BYTES run in sklstm's kernel on packed panels rather than in BLAS
+# (B at or below SMALL_B_BYTES always runs on packed panels). BLAS packs B
+# on every call, which a few dozen rows do not repay; from about 128 rows
+# its own kernel is the faster. One Zen 3 core, AVX2, GFLOP/s of
+# packed panels against OpenBLAS at (rows x 1024 x 256): 16 rows 77 / 36,
+# 64 rows 78 / 68, 96 rows 78 / 76, 128 rows 78 / 80, 256 rows 77 / 87; the
+# same at 512 x 128, 1024 x 288 and 256 x 1024. The AVX-512 build keeps BLAS
+# for every large B (not measured there); the baseline build too (its SSE2
+# panels run at 33 GFLOP/s there, against OpenBLAS' 68 at 64 rows).
+cdef extern from *:
+    """
+    #if defined(__AVX512F__) || !defined(__AVX2__)
+    #define SKLSTM_PACKED_MAX_ROWS 0
+    #else
+    #define SKLSTM_PACKED_MAX_ROWS 128
+    #endif
+    """
+    int SKLSTM_PACKED_MAX_ROWS
 
 cdef extern from "<omp.h>":
     int omp_get_max_threads() noexcept nogil
@@ -348,21 +380,60 @@ cdef inline void _small_gemm(
              <floating> (1 if accumulate else 0), C, ldc)
 
 
+cdef inline bint _packs_b(Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n,
+                          Py_ssize_t itemsize) noexcept nogil:
+    """Whether a call's per-step products ``(rows, k) @ B (k, n)`` run on
+    packed panels of B (see SKLSTM_PACKED_MAX_ROWS); ``rows`` is the most
+    rows a piece has."""
+    return k * n * itemsize <= SMALL_B_BYTES or rows < SKLSTM_PACKED_MAX_ROWS
+
+
+cdef inline void _pack_b(
+    int k_total, int n, int p0, int p1, const floating* src,
+    Py_ssize_t row_stride, Py_ssize_t col_stride, floating* Bp,
+) noexcept nogil:
+    """Rows [p0, p1) of B (k_total, n) into its packed panels ``Bp``, B's
+    element (p, j) read at ``src[(p - p0) * row_stride + j * col_stride]``
+    (so W_hh packs as W_hh.T with strides (1, P), with no transpose first).
+    """
+    if floating is float:
+        sklstm_packed_gemm_f_pack(k_total, n, p0, p1, src, row_stride,
+                                  col_stride, Bp)
+    else:
+        sklstm_packed_gemm_d_pack(k_total, n, p0, p1, src, row_stride,
+                                  col_stride, Bp)
+
+
+cdef inline void _packed_gemm(
+    int m, int n, int k, const floating* A, int lda, const floating* Bp,
+    bint accumulate, floating* C, int ldc,
+) noexcept nogil:
+    """``C (m, n) = A @ B (+ C)`` with B given as packed panels (_pack_b):
+    the sums of ``_small_gemm``'s kernel, bit for bit."""
+    if floating is float:
+        sklstm_packed_gemm_f(m, n, k, A, lda, Bp, accumulate, C, ldc)
+    else:
+        sklstm_packed_gemm_d(m, n, k, A, lda, Bp, accumulate, C, ldc)
+
+
 cdef inline void _recurrent_gemm(
     int m, Py_ssize_t G, Py_ssize_t P, const floating* h,
-    const floating* W_hh, const floating* W_hh_t, floating beta,
+    const floating* W_hh, const floating* W_hh_t, bint packed, floating beta,
     floating* out,
 ) noexcept nogil:
     """``out (m, 4H) = h (m, P) @ W_hh.T + beta * out``, the step's GEMM.
 
-    With ``W_hh_t`` (W_hh transposed to (P, 4H), once per call) it is a
-    plain NN product, which OpenBLAS computes without packing W_hh when the
-    product is small: the per-step packing of W_hh.T (sgemm_otcopy) was
-    10 % of a W2 epoch on 2 threads, paid once per row block and step.
+    ``W_hh_t`` holds W_hh.T (P, 4H), made once per call: as packed panels
+    (``packed``) for sklstm's kernel, else as a plain matrix, so that BLAS
+    computes a plain NN product (packing W_hh.T on every step, sgemm_otcopy,
+    was 10 % of a W2 epoch on 2 threads).
     """
-    if W_hh_t != NULL:
-        _small_gemm(False, m, <int> G, <int> P, h, <int> P, W_hh_t, <int> G,
-                    beta != 0, out, <int> G)
+    if packed:
+        _packed_gemm(m, <int> G, <int> P, h, <int> P, W_hh_t, beta != 0, out,
+                     <int> G)
+    elif W_hh_t != NULL:
+        gemm(False, False, m, <int> G, <int> P, <floating> 1, h, <int> P,
+             W_hh_t, <int> G, beta, out, <int> G)
     else:
         gemm(False, True, m, <int> G, <int> P, <floating> 1, h, <int> P,
              W_hh, <int> P, beta, out, <int> G)
@@ -372,7 +443,7 @@ cdef void _forward_rows(
     Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
     const Py_ssize_t* len_p, const floating* W_hh_p, const floating* W_hh_t_p,
-    const floating* W_hr_p,
+    bint packed, const floating* W_hr_p,
     const floating* bias_p, bint reverse, bint training, bint store_hidden,
     floating* gates_p, floating* cells_p, floating* hidden_p,
     floating* h_p, floating* c_p, floating* step_p, floating* m_p,
@@ -404,14 +475,14 @@ cdef void _forward_rows(
             # step_gates and its memset cost 6 % of W1 predict.
             if s > 0:
                 _recurrent_gemm(<int> (hi - b0), G, P, h_p + b0 * P, W_hh_p,
-                                W_hh_t_p, 1, gates_p + (s * B + b0) * G)
+                                W_hh_t_p, packed, 1, gates_p + (s * B + b0) * G)
         elif s == 0:
             # h_prev is zero: step_gates[b0:hi] = 0
             memset(step_p + b0 * G, 0, (hi - b0) * G * sizeof(floating))
         else:
             # step_gates[b0:hi] = h_state[b0:hi] @ W_hh.T
             _recurrent_gemm(<int> (hi - b0), G, P, h_p + b0 * P, W_hh_p,
-                            W_hh_t_p, 0, step_p + b0 * G)
+                            W_hh_t_p, packed, 0, step_p + b0 * G)
         for b in range(b0, hi):
             t = len_p[b] - 1 - s if reverse else s
             row = t * B + b
@@ -438,7 +509,7 @@ cdef void _infer_rows(
     Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
     const Py_ssize_t* len_p, const floating* X_p, const floating* W_cat_t_p,
-    const floating* bias_p, bint reverse, bint store_hidden,
+    bint packed, const floating* bias_p, bint reverse, bint store_hidden,
     floating* hidden_p, floating* h_p, floating* c_p, floating* step_p,
     floating* xh_p,
 ) noexcept nogil:
@@ -465,9 +536,14 @@ cdef void _infer_rows(
             t = len_p[b] - 1 - s if reverse else s
             memcpy(xh_p + b * K, X_p + (t * B + b) * n_in,
                    n_in * sizeof(floating))
-        # step_gates[b0:hi] = xh[b0:hi] @ W_cat_t
-        _small_gemm(False, <int> (hi - b0), <int> G, <int> K, xh_p + b0 * K,
-                    <int> K, W_cat_t_p, <int> G, False, step_p + b0 * G, <int> G)
+        # step_gates[b0:hi] = xh[b0:hi] @ W_cat_t (packed panels, or plain)
+        if packed:
+            _packed_gemm(<int> (hi - b0), <int> G, <int> K, xh_p + b0 * K,
+                         <int> K, W_cat_t_p, False, step_p + b0 * G, <int> G)
+        else:
+            gemm(False, False, <int> (hi - b0), <int> G, <int> K,
+                 <floating> 1, xh_p + b0 * K, <int> K, W_cat_t_p, <int> G,
+                 <floating> 0, step_p + b0 * G, <int> G)
         for b in range(b0, hi):
             _cell_forward(H, step_p + b * G, NULL, bias_p, c_p + b * H,
                           xh_p + b * K + n_in)
@@ -484,7 +560,8 @@ cdef void _backward_rows(
     Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
     Py_ssize_t s0, Py_ssize_t s1,   # steps [s0, s1), run from s1 - 1 down
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
-    const Py_ssize_t* len_p, const floating* W_hh_p, const floating* W_hr_p,
+    const Py_ssize_t* len_p, const floating* W_hh_p,
+    const floating* W_hh_packed_p, const floating* W_hr_p,
     bint reverse, const floating* gates_p, const floating* cells_p,
     const floating* dhidden_p, floating* dgates_p, floating* dstep_p,
     floating* dh_p, floating* dc_p,
@@ -561,9 +638,14 @@ cdef void _backward_rows(
             # the step buffer reverse.
             step_rows = dstep_p if reverse else dgates_p + s * B * G
             # dh_rec[b0:hi] = dgates_step[b0:hi] @ W_hh
-            _small_gemm(False, <int> (hi - b0), <int> P, <int> G,
-                        step_rows + b0 * G, <int> G, W_hh_p, <int> P, False,
-                        dh_p + b0 * P, <int> P)
+            if W_hh_packed_p != NULL:
+                _packed_gemm(<int> (hi - b0), <int> P, <int> G,
+                             step_rows + b0 * G, <int> G, W_hh_packed_p, False,
+                             dh_p + b0 * P, <int> P)
+            else:
+                _small_gemm(False, <int> (hi - b0), <int> P, <int> G,
+                            step_rows + b0 * G, <int> G, W_hh_p, <int> P,
+                            False, dh_p + b0 * P, <int> P)
 
 
 cdef inline void _add_column_sums(
@@ -799,12 +881,14 @@ def lstm_forward(
     floating[:, ::1] m_step=None,     # (B, H) workspace with W_hr: m_t
     int n_parts=0,                    # pieces the work is cut into; 0: as
                                       #   many as n_threads (see below)
-    floating[:, ::1] W_hh_t=None,     # (P, 4H) workspace: W_hh transposed
-                                      #   here, for NN per-step GEMMs
+    floating[:, ::1] W_hh_t=None,     # (P, 4H) workspace: W_hh.T, made
+                                      #   here (packed panels or plain)
+                                      #   for NN per-step GEMMs
     floating[:, ::1] xh=None,         # (B, I + H) workspace: [x_t | h]
-    floating[:, ::1] W_cat_t=None,    # (I + H, 4H) workspace; with xh: one
-                                      #   GEMM per step at inference (no
-                                      #   W_hr), and gates may be None
+    floating[:, ::1] W_cat_t=None,    # (I + H, 4H) workspace: [W_ih | W_hh].T
+                                      #   as W_hh_t; with xh: one GEMM per
+                                      #   step at inference (no W_hr), and
+                                      #   gates may be None
 ):
     """LSTM forward over a minibatch, in place into the given arrays.
 
@@ -873,22 +957,32 @@ def lstm_forward(
     cdef Py_ssize_t n_blocks = _row_parts(pieces, B)
     cdef int workers = _workers(n_threads, pieces)
 
-    cdef Py_ssize_t j, k
+    cdef Py_ssize_t j, k, K = n_in + H
+    # The most rows a piece of the recurrence has (the first piece's).
+    cdef Py_ssize_t block_rows = _chunk(B, n_blocks, 1, 1)
+    cdef bint packed = False
     if W_hh_t is not None and T > 1 and not fused:
         W_hh_t_p = &W_hh_t[0, 0]
     if fused:
+        packed = _packs_b(block_rows, K, G, sizeof(floating))
         with nogil:
             # W_cat_t = [W_ih | W_hh].T, (I + H, 4H)
-            for k in range(n_in):
-                for j in range(G):
-                    W_cat_t_p[k * G + j] = W_ih_p[j * n_in + k]
-            for k in range(H):
-                for j in range(G):
-                    W_cat_t_p[(n_in + k) * G + j] = W_hh_p[j * H + k]
+            if packed:
+                _pack_b(<int> K, <int> G, 0, <int> n_in, W_ih_p, 1, n_in,
+                        W_cat_t_p)
+                _pack_b(<int> K, <int> G, <int> n_in, <int> K, W_hh_p, 1, H,
+                        W_cat_t_p)
+            else:
+                for k in range(n_in):
+                    for j in range(G):
+                        W_cat_t_p[k * G + j] = W_ih_p[j * n_in + k]
+                for k in range(H):
+                    for j in range(G):
+                        W_cat_t_p[(n_in + k) * G + j] = W_hh_p[j * H + k]
             if n_blocks == 1:
-                _infer_rows(0, B, T, B, H, n_in, len_p, X_p, W_cat_t_p, bias_p,
-                            reverse, store_hidden, hidden_p, h_p, c_p, step_p,
-                            xh_p)
+                _infer_rows(0, B, T, B, H, n_in, len_p, X_p, W_cat_t_p, packed,
+                            bias_p, reverse, store_hidden, hidden_p, h_p, c_p,
+                            step_p, xh_p)
             else:
                 for part in prange(n_blocks,
                                    num_threads=min(workers, n_blocks),
@@ -897,15 +991,21 @@ def lstm_forward(
                     hi = _chunk(B, n_blocks, part + 1, 1)
                     if hi > lo:
                         _infer_rows(lo, hi, T, B, H, n_in, len_p, X_p,
-                                    W_cat_t_p, bias_p, reverse, store_hidden,
-                                    hidden_p, h_p, c_p, step_p, xh_p)
+                                    W_cat_t_p, packed, bias_p, reverse,
+                                    store_hidden, hidden_p, h_p, c_p, step_p,
+                                    xh_p)
         return
+    if W_hh_t_p != NULL:
+        packed = _packs_b(block_rows, P, G, sizeof(floating))
     with nogil:
         if W_hh_t_p != NULL:
             # W_hh_t = W_hh.T
-            for k in range(P):
-                for j in range(G):
-                    W_hh_t_p[k * G + j] = W_hh_p[j * P + k]
+            if packed:
+                _pack_b(<int> P, <int> G, 0, <int> P, W_hh_p, 1, P, W_hh_t_p)
+            else:
+                for k in range(P):
+                    for j in range(G):
+                        W_hh_t_p[k * G + j] = W_hh_p[j * P + k]
         if T > 0:
             # gates.reshape(T*B, 4H) = X.reshape(T*B, I) @ W_ih.T
             if pieces == 1:
@@ -920,8 +1020,8 @@ def lstm_forward(
                                <int> n_in, W_ih_p, <int> n_in,
                                <floating> 0, gates_p, <int> G)
         if n_blocks == 1:
-            _forward_rows(0, B, T, B, H, P, len_p, W_hh_p, W_hh_t_p, W_hr_p,
-                          bias_p,
+            _forward_rows(0, B, T, B, H, P, len_p, W_hh_p, W_hh_t_p, packed,
+                          W_hr_p, bias_p,
                           reverse, training, store_hidden, gates_p, cells_p,
                           hidden_p, h_p, c_p, step_p, m_p)
         else:
@@ -931,7 +1031,7 @@ def lstm_forward(
                 hi = _chunk(B, n_blocks, part + 1, 1)
                 if hi > lo:
                     _forward_rows(lo, hi, T, B, H, P, len_p, W_hh_p, W_hh_t_p,
-                                  W_hr_p,
+                                  packed, W_hr_p,
                                   bias_p, reverse, training, store_hidden,
                                   gates_p, cells_p, hidden_p, h_p, c_p,
                                   step_p, m_p)
@@ -973,6 +1073,9 @@ def lstm_backward(
     int chunked_grads=-1,               # weight gradients chunk by chunk
                                         #   (1) or after the loop (0); -1:
                                         #   as this build does best
+    floating[:, ::1] W_hh_packed=None,  # (4H, P) workspace: W_hh as packed
+                                        #   panels for the per-step GEMMs;
+                                        #   None: read in place, or by BLAS
 ):
     """Backpropagation through time, in place into the given arrays.
 
@@ -1009,6 +1112,8 @@ def lstm_backward(
         _check_shape("m_seq", _shape3(m_seq.shape), (T, B, H))
         _check_shape("dh_step", _shape2(dh_step.shape), (B, P))
         _check_shape("dm_step", _shape2(dm_step.shape), (B, H))
+    if W_hh_packed is not None:
+        _check_shape("W_hh_packed", _shape2(W_hh_packed.shape), (G, P))
     if T == 0 or B == 0:
         dW_ih[:, :] = 0
         dW_hh[:, :] = 0
@@ -1054,8 +1159,15 @@ def lstm_backward(
     cdef bint finite, chunked
     # Steps per chunk of the one-thread forward path: ~256 KiB of dgates.
     cdef Py_ssize_t chunk = max(1, (1 << 18) // (B * G * sizeof(floating)))
+    # W_hh packed once for the T per-step products dgates_step @ W_hh.
+    cdef floating* W_hh_packed_p = NULL
+    if (W_hh_packed is not None and T > 1
+            and _packs_b(_chunk(B, n_blocks, 1, 1), G, P, sizeof(floating))):
+        W_hh_packed_p = &W_hh_packed[0, 0]
 
     with nogil:
+        if W_hh_packed_p != NULL:
+            _pack_b(<int> G, <int> P, 0, <int> G, W_hh_p, P, 1, W_hh_packed_p)
         finite = _padding_is_finite(X_p, len_p, T, B, n_in)
         if chunked_grads == -1:
             chunked_grads = SKLSTM_CHUNKED_WEIGHT_GRADS
@@ -1070,7 +1182,7 @@ def lstm_backward(
                 lo = max(0, hi - chunk)
                 if n_blocks == 1:
                     _backward_rows(0, B, lo, hi, T, B, H, P, len_p, W_hh_p,
-                                   NULL, False, gates_p, cells_p, dhidden_p,
+                                   W_hh_packed_p, NULL, False, gates_p, cells_p, dhidden_p,
                                    dgates_p, dstep_p, dh_p, dc_p, NULL, NULL,
                                    NULL, NULL)
                 else:
@@ -1080,7 +1192,8 @@ def lstm_backward(
                         _backward_rows(_chunk(B, n_blocks, part, 1),
                                        _chunk(B, n_blocks, part + 1, 1),
                                        lo, hi, T, B, H, P, len_p, W_hh_p,
-                                       NULL, False, gates_p, cells_p,
+                                       W_hh_packed_p, NULL, False, gates_p,
+                                       cells_p,
                                        dhidden_p, dgates_p, dstep_p, dh_p,
                                        dc_p, NULL, NULL, NULL, NULL)
                 if pieces == 1:
@@ -1097,7 +1210,8 @@ def lstm_backward(
                                             dW_ih_p, dW_hh_p, dbias_p)
                 hi = lo
         elif n_blocks == 1:
-            _backward_rows(0, B, 0, T, T, B, H, P, len_p, W_hh_p, W_hr_p, reverse,
+            _backward_rows(0, B, 0, T, T, B, H, P, len_p, W_hh_p,
+                           W_hh_packed_p, W_hr_p, reverse,
                            gates_p, cells_p, dhidden_p, dgates_p, dstep_p,
                            dh_p, dc_p, dh_seq_p, m_seq_p, dh_step_p, dm_p)
         else:
@@ -1107,7 +1221,7 @@ def lstm_backward(
                 hi = _chunk(B, n_blocks, part + 1, 1)
                 if hi > lo:
                     _backward_rows(lo, hi, 0, T, T, B, H, P, len_p, W_hh_p,
-                                   W_hr_p,
+                                   W_hh_packed_p, W_hr_p,
                                    reverse, gates_p, cells_p, dhidden_p,
                                    dgates_p, dstep_p, dh_p, dc_p, dh_seq_p,
                                    m_seq_p, dh_step_p, dm_p)

@@ -1,9 +1,11 @@
 /* The per-step GEMMs of small LSTMs, without BLAS's per-call packing.
  *
  * C (m x n) = A (m x k) @ B (k x n) [+ C], all row-major, B's rows
- * contiguous (so every step reads W_hh's transpose, or W_hh itself, as is);
- * and the "TN" form C = A.T @ B [+ C] with A (k x m) row-major, which the
- * chunked weight gradients use (dW_hh += dgates.T @ h over a few steps).
+ * contiguous (W_hh's transpose, or W_hh itself, read as is); the same with
+ * B packed into panels once per kernel call (the per-step products: see
+ * SK_DEFINE_PACKED_GEMM); and the "TN" form C = A.T @ B [+ C] with A
+ * (k x m) row-major, which the chunked weight gradients use
+ * (dW_hh += dgates.T @ h over a few steps).
  *
  * Why: at H <= 64 the per-step products are tiny (32 x 256 x 64 on one
  * thread at W2), and OpenBLAS repacks B on every call unless it takes its
@@ -76,30 +78,17 @@ static inline void NAME(int k, const T* A, int lda, const T* B, int ldb,     \
     }                                                                        \
 }
 
-#define SK_DEFINE_SMALL_GEMM(NAME, TILE, T, V, AIDX)                          \
-SK_DEFINE_TILE(TILE##_4xNV, 4, SK_NV, T, V, AIDX)                            \
-SK_DEFINE_TILE(TILE##_1xNV, 1, SK_NV, T, V, AIDX)                            \
-SK_DEFINE_TILE(TILE##_8x1, 8, 1, T, V, AIDX)                                 \
-SK_DEFINE_TILE(TILE##_1x1, 1, 1, T, V, AIDX)                                 \
+/* Columns [0, n) of C for n narrower than a panel (or a panel's leftover):
+ * tiles of 8 rows x one vector (8 independent sums keep the FMA units
+ * busy), single rows, then the last columns one element at a time. */
+#define SK_DEFINE_COLUMNS(NAME, TILE, T, AIDX)                                \
 static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
                  int ldb, int accumulate, T* C, int ldc)                     \
 {                                                                            \
-    enum { W = SK_VBYTES / sizeof(T), NV = SK_NV };                          \
+    enum { W = SK_VBYTES / sizeof(T) };                                      \
     int i, j, p;                                                             \
-    int n_panel = n / (NV * W) * (NV * W);                                   \
     int n_vec = n / W * W;                                                   \
-    /* Panels of NV vectors: tiles of 4 rows, then single rows. */           \
-    for (j = 0; j < n_panel; j += NV * W) {                                  \
-        for (i = 0; i + 4 <= m; i += 4)                                      \
-            TILE##_4xNV(k, A + AIDX(i, 0), lda, B + j, ldb, accumulate,  \
-                 C + (long) i * ldc + j, ldc);                               \
-        for (; i < m; i++)                                                   \
-            TILE##_1xNV(k, A + AIDX(i, 0), lda, B + j, ldb, accumulate,  \
-                 C + (long) i * ldc + j, ldc);                               \
-    }                                                                        \
-    /* Single vectors of columns: tiles of 8 rows (8 independent sums keep  \
-       the FMA units busy), then single rows. */                             \
-    for (j = n_panel; j < n_vec; j += W) {                                   \
+    for (j = 0; j < n_vec; j += W) {                                         \
         for (i = 0; i + 8 <= m; i += 8)                                      \
             TILE##_8x1(k, A + AIDX(i, 0), lda, B + j, ldb, accumulate,   \
                  C + (long) i * ldc + j, ldc);                               \
@@ -107,7 +96,6 @@ static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
             TILE##_1x1(k, A + AIDX(i, 0), lda, B + j, ldb, accumulate,   \
                  C + (long) i * ldc + j, ldc);                               \
     }                                                                        \
-    /* The last columns, one element at a time. */                           \
     for (j = n_vec; j < n; j++) {                                            \
         for (i = 0; i < m; i++) {                                            \
             T acc = 0;                                                       \
@@ -119,11 +107,86 @@ static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
     }                                                                        \
 }
 
+/* Panels of NV vectors of columns: tiles of 4 rows, then single rows. B is
+ * read at B + p * ldb + j for column j of the panel starting at column j0
+ * of B; the packed form passes each panel as its own k x PW block. */
+#define SK_PANEL_ROWS(TILE, AIDX, PANEL_B, PANEL_LDB)                         \
+    for (i = 0; i + 4 <= m; i += 4)                                          \
+        TILE##_4xNV(k, A + AIDX(i, 0), lda, PANEL_B, PANEL_LDB, accumulate,  \
+                    C + (long) i * ldc + j, ldc);                            \
+    for (; i < m; i++)                                                       \
+        TILE##_1xNV(k, A + AIDX(i, 0), lda, PANEL_B, PANEL_LDB, accumulate,  \
+                    C + (long) i * ldc + j, ldc);
+
+#define SK_DEFINE_SMALL_GEMM(NAME, TILE, T, V, AIDX)                          \
+SK_DEFINE_TILE(TILE##_4xNV, 4, SK_NV, T, V, AIDX)                            \
+SK_DEFINE_TILE(TILE##_1xNV, 1, SK_NV, T, V, AIDX)                            \
+SK_DEFINE_TILE(TILE##_8x1, 8, 1, T, V, AIDX)                                 \
+SK_DEFINE_TILE(TILE##_1x1, 1, 1, T, V, AIDX)                                 \
+SK_DEFINE_COLUMNS(NAME##_columns, TILE, T, AIDX)                             \
+static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
+                 int ldb, int accumulate, T* C, int ldc)                     \
+{                                                                            \
+    enum { PW = SK_NV * (SK_VBYTES / sizeof(T)) };                           \
+    int i, j;                                                                \
+    int n_panel = n / PW * PW;                                               \
+    for (j = 0; j < n_panel; j += PW) {                                      \
+        SK_PANEL_ROWS(TILE, AIDX, B + j, ldb)                                \
+    }                                                                        \
+    NAME##_columns(m, n - n_panel, k, A, lda, B + n_panel, ldb, accumulate,  \
+                   C + n_panel, ldc);                                        \
+}
+
+/* The same product with B packed beforehand (NAME##_pack): each panel of
+ * PW columns is one contiguous k x PW block, followed by the leftover
+ * n % PW columns as a k x (n % PW) block. The tiles, and so the sums, are
+ * those of the kernel reading B in place, bit for bit; only where B's
+ * elements sit changes. Read in place, a panel is k rows ldb apart, which
+ * map to few cache sets and, for large B, many pages; packed, it is one
+ * stream. A kernel call packs its weights once for all its steps, where
+ * BLAS packs B on every call. One Zen 3 core, GFLOP/s: at 32 x 256 x 64
+ * (W2's step, per thread) 81 in place, 102 packed; at 64 x 1024 x 256
+ * (W3's) 36 in place, and in another run 78 packed against OpenBLAS' 68. */
+#define SK_DEFINE_PACKED_GEMM(NAME, SMALL, TILE, T)                           \
+static void NAME##_pack(int k_total, int n, int p0, int p1, const T* src,    \
+                        long row_stride, long col_stride, T* Bp)             \
+{                                                                            \
+    /* Rows [p0, p1) of B (k_total x n), element (p, j) read at             \
+       src[(p - p0) * row_stride + j * col_stride]. */                       \
+    enum { PW = SK_NV * (SK_VBYTES / sizeof(T)) };                           \
+    int n_panel = n / PW * PW, rest = n - n_panel, p, j;                     \
+    for (p = p0; p < p1; p++) {                                              \
+        const T* row = src + (long) (p - p0) * row_stride;                   \
+        for (j = 0; j < n_panel; j++)                                        \
+            Bp[(long) (j / PW) * k_total * PW + (long) p * PW + j % PW] =    \
+                row[(long) j * col_stride];                                  \
+        for (j = 0; j < rest; j++)                                           \
+            Bp[(long) n_panel * k_total + (long) p * rest + j] =             \
+                row[(long) (n_panel + j) * col_stride];                      \
+    }                                                                        \
+}                                                                            \
+static void NAME(int m, int n, int k, const T* A, int lda, const T* Bp,      \
+                 int accumulate, T* C, int ldc)                              \
+{                                                                            \
+    enum { PW = SK_NV * (SK_VBYTES / sizeof(T)) };                           \
+    int i, j;                                                                \
+    int n_panel = n / PW * PW;                                               \
+    for (j = 0; j < n_panel; j += PW) {                                      \
+        SK_PANEL_ROWS(TILE, SK_A_NN, Bp + (long) j * k, PW)                  \
+    }                                                                        \
+    SMALL##_columns(m, n - n_panel, k, A, lda, Bp + (long) n_panel * k,     \
+                    n - n_panel, accumulate, C + n_panel, ldc);              \
+}
+
 SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_f, sklstm_tile_f, float, sk_vf, SK_A_NN)
 SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_d, sklstm_tile_d, double, sk_vd, SK_A_NN)
 SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_tn_f, sklstm_tile_tn_f, float, sk_vf,
                      SK_A_TN)
 SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_tn_d, sklstm_tile_tn_d, double, sk_vd,
                      SK_A_TN)
+SK_DEFINE_PACKED_GEMM(sklstm_packed_gemm_f, sklstm_small_gemm_f, sklstm_tile_f,
+                      float)
+SK_DEFINE_PACKED_GEMM(sklstm_packed_gemm_d, sklstm_small_gemm_d, sklstm_tile_d,
+                      double)
 
 #endif
