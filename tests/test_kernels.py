@@ -19,10 +19,10 @@ CASES = {
     "H1_I1": (5, 1, 1, [5, 4, 2, 1]),
     # W_hh beyond the 128 KiB that the per-step products always take on
     # packed panels (4H x H at H = 93): packed panels for few rows per piece
-    # (the AVX2 build), BLAS from 128 rows per piece on (260 rows: also when
+    # (the AVX2 build), BLAS from 256 rows per piece on (520 rows: also when
     # cut in two) and on the other builds.
     "large_weights": (4, 3, 93, [4, 4, 3, 1]),
-    "large_weights_many_rows": (3, 2, 93, [3] * 140 + [2] * 120),
+    "large_weights_many_rows": (3, 2, 93, [3] * 280 + [2] * 240),
 }
 
 

@@ -99,19 +99,19 @@ cdef extern from *:
 # Below how many rows per piece the per-step products whose B exceeds
 # SMALL_B_BYTES run in sklstm's kernel on packed panels rather than in BLAS
 # (B at or below SMALL_B_BYTES always runs on packed panels). BLAS packs B
-# on every call, which a few dozen rows do not repay; from about 128 rows
-# its own kernel is the faster. One Zen 3 core, AVX2, GFLOP/s of
-# packed panels against OpenBLAS at (rows x 1024 x 256): 16 rows 77 / 36,
-# 64 rows 78 / 68, 96 rows 78 / 76, 128 rows 78 / 80, 256 rows 77 / 87; the
-# same at 512 x 128, 1024 x 288 and 256 x 1024. The AVX-512 build keeps BLAS
-# for every large B (not measured there); the baseline build too (its SSE2
-# panels run at 33 GFLOP/s there, against OpenBLAS' 68 at 64 rows).
+# on every call, which a few hundred rows do not repay; from about 256 rows
+# its own kernel is the faster. One Zen 3 core, AVX2, GFLOP/s of packed
+# panels against OpenBLAS, in one run, at (rows x 1024 x 256): 64 rows
+# 88 / 67, 128 rows 88 / 80, 192 rows 88 / 84, 256 rows 87 / 86, 512 rows
+# 84 / 90; alike at 512 x 128, 1024 x 288 and 256 x 1024. The AVX-512 build
+# keeps BLAS for every large B (not measured there); the baseline build too
+# (its SSE2 panels ran at 33 GFLOP/s, against OpenBLAS' 68 at 64 rows).
 cdef extern from *:
     """
     #if defined(__AVX512F__) || !defined(__AVX2__)
     #define SKLSTM_PACKED_MAX_ROWS 0
     #else
-    #define SKLSTM_PACKED_MAX_ROWS 128
+    #define SKLSTM_PACKED_MAX_ROWS 256
     #endif
     """
     int SKLSTM_PACKED_MAX_ROWS

@@ -146,7 +146,8 @@ static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
  * stream. A kernel call packs its weights once for all its steps, where
  * BLAS packs B on every call. One Zen 3 core, GFLOP/s: at 32 x 256 x 64
  * (W2's step, per thread) 81 in place, 102 packed; at 64 x 1024 x 256
- * (W3's) 36 in place, and in another run 78 packed against OpenBLAS' 68. */
+ * (W3's) 36 in place, 96 packed, and in another run 88 packed against
+ * OpenBLAS' 67. */
 #define SK_DEFINE_PACKED_GEMM(NAME, SMALL, TILE, T)                           \
 static void NAME##_pack(int k_total, int n, int p0, int p1, const T* src,    \
                         long row_stride, long col_stride, T* Bp)             \
