@@ -416,15 +416,15 @@ class CPUBackend(LSTMBackend):
                 W_hr=W_hr, m_step=pool.take((n_seq, n_units), dtype)
             )
 
-        # Inference without a projection runs one GEMM per step on
-        # [x_t | h_prev] (xh) and keeps no (T, B, 4H) gates at all.
+        # Without a projection, one GEMM per step on [x_t | h_prev] (xh);
+        # inference then keeps no (T, B, 4H) gates at all.
         fused = {}
         gates = None
-        if not training and W_hr is None:
+        if W_hr is None:
             fused = dict(xh=pool.take((n_seq, X.shape[2] + n_units), dtype),
                          W_cat_t=pool.take((X.shape[2] + n_units, 4 * n_units),
                                            dtype))
-        else:
+        if training or W_hr is not None:
             gates = pool.take((n_steps, n_seq, 4 * n_units), dtype)
         cells = None
         hidden = None
@@ -435,7 +435,10 @@ class CPUBackend(LSTMBackend):
         h_n = np.empty((n_seq, n_out), dtype=dtype)
         c_n = np.empty((n_seq, n_units), dtype=dtype)
         step_gates = pool.take((n_seq, 4 * n_units), dtype)
-        W_hh_t = pool.take((n_out, 4 * n_units), dtype)
+        # The projection's path transposes W_hh here (the fused one packs
+        # [W_ih | W_hh].T into W_cat_t).
+        W_hh_t = (None if W_hr is None
+                  else pool.take((n_out, 4 * n_units), dtype))
 
         n_parts, context = _thread_plan(
             n_seq, n_units, None if W_hr is None else n_out

@@ -503,21 +503,23 @@ cdef void _forward_rows(
                            P * sizeof(floating))
 
 
-cdef void _infer_rows(
+cdef void _fused_rows(
     Py_ssize_t b0, Py_ssize_t b1,   # this thread's rows [b0, b1)
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
     const Py_ssize_t* len_p, const floating* X_p, const floating* W_cat_t_p,
     bint packed, const floating* bias_p, bint reverse, bint store_hidden,
     floating* hidden_p, floating* h_p, floating* c_p, floating* step_p,
-    floating* xh_p,
+    floating* xh_p, floating* gates_p, floating* cells_p,
 ) noexcept nogil:
-    """Inference over rows [b0, b1), one GEMM per step (no projection).
+    """The recurrence over rows [b0, b1), one GEMM per step (no projection).
 
     Row b of ``xh`` (B, I + H) holds ``[x_t | h_prev]``: the step copies
     x_t in, one GEMM ``xh @ [W_ih | W_hh].T`` gives the gates, and the
-    cell writes h_t back in place. Nothing of size T * B * 4H exists, so a
-    predict batch is bounded by the hidden sequences alone; the input
-    projection is done step by step, on rows that are still in cache.
+    cell writes h_t back in place. The input projection is thus done step
+    by step, on rows that are still in cache, and at inference nothing of
+    size T * B * 4H exists, so a predict batch is bounded by the hidden
+    sequences alone. Training (``gates_p`` not NULL) also stores each
+    row's activated gates and cell state for backward.
     """
     cdef Py_ssize_t G = 4 * H, K = n_in + H, s, b, t, n_s, hi
     for b in range(b0, b1):
@@ -545,8 +547,13 @@ cdef void _infer_rows(
         for b in range(b0, hi):
             _cell_forward(H, step_p + b * G, NULL, bias_p, c_p + b * H,
                           xh_p + b * K + n_in)
+            t = len_p[b] - 1 - s if reverse else s
+            if gates_p != NULL:
+                memcpy(gates_p + (t * B + b) * G, step_p + b * G,
+                       G * sizeof(floating))
+                memcpy(cells_p + (t * B + b) * H, c_p + b * H,
+                       H * sizeof(floating))
             if store_hidden:
-                t = len_p[b] - 1 - s if reverse else s
                 memcpy(hidden_p + (t * B + b) * H, xh_p + b * K + n_in,
                        H * sizeof(floating))
     # h_n: each row's h after its last step
@@ -884,14 +891,16 @@ def lstm_forward(
                                       #   for NN per-step GEMMs
     floating[:, ::1] xh=None,         # (B, I + H) workspace: [x_t | h]
     floating[:, ::1] W_cat_t=None,    # (I + H, 4H) workspace: [W_ih | W_hh].T
-                                      #   as W_hh_t; with xh: one GEMM per
-                                      #   step at inference (no W_hr), and
-                                      #   gates may be None
+                                      #   as W_hh_t; with xh and no W_hr:
+                                      #   one GEMM per step on [x_t | h]
+                                      #   (then gates may be None at
+                                      #   inference)
 ):
     """LSTM forward over a minibatch, in place into the given arrays.
 
-    ``gates`` first receives the input projection of every row, then each
-    valid row is overwritten with its activated gates. Rows of ``gates`` and
+    Each valid row of ``gates`` receives its activated gates. (Without
+    ``xh`` and ``W_cat_t``, or with a projection, ``gates`` first receives
+    the input projection of every row, in one GEMM.) Rows of ``gates`` and
     ``cells`` past a sequence's length are left undefined; ``hidden`` is
     zero there.
 
@@ -905,15 +914,14 @@ def lstm_forward(
     cdef Py_ssize_t H = P if W_hr is None else W_hh.shape[0] // 4, G = 4 * H
     _check_dims(T, B, n_in, H, P, W_ih, W_hh, W_hr, lengths)
     _check_shape("bias", (bias.shape[0],), (G,))
-    cdef bint fused = (not training and W_hr is None and xh is not None
-                       and W_cat_t is not None)
+    cdef bint fused = W_hr is None and xh is not None and W_cat_t is not None
     if fused:
         _check_shape("xh", _shape2(xh.shape), (B, n_in + H))
         _check_shape("W_cat_t", _shape2(W_cat_t.shape), (n_in + H, G))
-    else:
+    if training or not fused:
         if gates is None:
-            raise ValueError("gates is needed unless xh and W_cat_t are given "
-                             "for inference without a projection")
+            raise ValueError("gates is needed for training, and unless xh and "
+                             "W_cat_t are given, for inference")
         _check_shape("gates", _shape3(gates.shape), (T, B, G))
     _check_shape("h_state", _shape2(h_state.shape), (B, P))
     _check_shape("c_state", _shape2(c_state.shape), (B, H))
@@ -941,7 +949,8 @@ def lstm_forward(
     cdef floating* W_hh_t_p = NULL
     cdef const floating* W_hr_p = &W_hr[0, 0] if W_hr is not None else NULL
     cdef const floating* bias_p = &bias[0]
-    cdef floating* gates_p = &gates[0, 0, 0] if T > 0 and not fused else NULL
+    cdef floating* gates_p = (&gates[0, 0, 0] if T > 0 and (training or not fused)
+                              else NULL)
     cdef floating* xh_p = &xh[0, 0] if fused else NULL
     cdef floating* W_cat_t_p = &W_cat_t[0, 0] if fused else NULL
     cdef floating* cells_p = &cells[0, 0, 0] if training and T > 0 else NULL
@@ -978,9 +987,9 @@ def lstm_forward(
                     for j in range(G):
                         W_cat_t_p[(n_in + k) * G + j] = W_hh_p[j * H + k]
             if n_blocks == 1:
-                _infer_rows(0, B, T, B, H, n_in, len_p, X_p, W_cat_t_p, packed,
+                _fused_rows(0, B, T, B, H, n_in, len_p, X_p, W_cat_t_p, packed,
                             bias_p, reverse, store_hidden, hidden_p, h_p, c_p,
-                            step_p, xh_p)
+                            step_p, xh_p, gates_p, cells_p)
             else:
                 for part in prange(n_blocks,
                                    num_threads=min(workers, n_blocks),
@@ -988,10 +997,10 @@ def lstm_forward(
                     lo = _chunk(B, n_blocks, part, 1)
                     hi = _chunk(B, n_blocks, part + 1, 1)
                     if hi > lo:
-                        _infer_rows(lo, hi, T, B, H, n_in, len_p, X_p,
+                        _fused_rows(lo, hi, T, B, H, n_in, len_p, X_p,
                                     W_cat_t_p, packed, bias_p, reverse,
                                     store_hidden, hidden_p, h_p, c_p, step_p,
-                                    xh_p)
+                                    xh_p, gates_p, cells_p)
         return
     if W_hh_t_p != NULL:
         packed = _packs_b(block_rows, P, G, sizeof(floating))
