@@ -396,7 +396,9 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
                  W_hr=None, n_parts=0, chunked_grads=-1, packed_weights=False):
     """lstm_forward + lstm_backward called directly with ``n_threads``
     (and ``n_parts`` pieces of work; 0: one per thread). With
-    ``packed_weights`` they get the workspaces for W_hh's packed panels."""
+    ``packed_weights`` they get the workspaces the backend gives: packed
+    panels of the weights, and without a projection the one product per
+    step on [x_t | h_prev]."""
     T, B, n_in = X.shape
     P = W_hh.shape[1]
     H = P if W_hr is None else W_hr.shape[1]
@@ -404,6 +406,9 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
     fwd_proj, bwd_proj, grads = {}, {}, []
     if packed_weights:
         fwd_proj["W_hh_t"] = np.empty((P, 4 * H), dtype)
+        if W_hr is None:
+            fwd_proj.update(xh=np.empty((B, n_in + H), dtype),
+                            W_cat_t=np.empty((n_in + H, 4 * H), dtype))
         bwd_proj["W_hh_packed"] = np.empty((4 * H, P), dtype)
     if W_hr is not None:
         fwd_proj.update(W_hr=W_hr, m_step=np.empty((B, H), dtype))
