@@ -87,6 +87,40 @@ def test_network_gradient_matches_finite_differences(
                               sample_weight)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_large_layer_gradient_matches_directional_finite_differences(
+    bidirectional, rng
+):
+    """H = 70 in float64: W_hh (157 KiB) is past the sizes where forward and
+    backward read the weights as packed panels rather than in place or
+    through BLAS (see _small_gemm.h). With 20 000 parameters, the gradient
+    is checked along random directions v: grad . v against the central
+    difference of the loss along v."""
+    backend = get_backend("cpu")
+    lengths = np.array([4, 3, 3, 1], dtype=np.intp)
+    network = LSTMNetwork(2, (70,), 2, bidirectional, "squared_error")
+    params = network.init_params(rng, np.float64)
+    X = rng.randn(lengths[0], len(lengths), 2)
+    for column, length in enumerate(lengths):
+        X[length:, column] = 0.0
+    Y = rng.randn(len(lengths), 2)
+    weights = rng.uniform(0.5, 2.0, len(lengths))
+
+    def loss_at(flat):
+        return network.loss_and_grad(backend, flat, X, lengths, Y, weights,
+                                     alpha=0.01)[0]
+
+    _, grad = network.loss_and_grad(backend, params, X, lengths, Y, weights,
+                                    alpha=0.01)
+    eps = 1e-6
+    for _ in range(6):
+        direction = rng.randn(params.size)
+        expected = (loss_at(params + eps * direction)
+                    - loss_at(params - eps * direction)) / (2 * eps)
+        np.testing.assert_allclose(grad @ direction, expected, rtol=1e-6,
+                                   atol=1e-9)
+
+
 @pytest.mark.parametrize("backend_name", ["reference", "cpu"])
 def test_gradient_with_dropout_matches_finite_differences(backend_name, rng):
     """With the dropout mask held fixed, the gradient is exact too."""

@@ -176,11 +176,28 @@ LENGTH_CASES = {
 @pytest.mark.parametrize("n_features", [1, 3])
 def test_layer_direction_matches_torch(backend_name, dtype, reverse, length_case,
                                        n_features):
+    _check_layer_direction(backend_name, dtype, reverse, length_case,
+                           n_features, n_units=4)
+
+
+@requires_cpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_large_layer_direction_matches_torch(dtype, reverse):
+    # H = 96: W_hh (147 KiB in float32) is past the sizes where forward and
+    # backward read the weights as packed panels rather than in place or
+    # through BLAS (see _small_gemm.h).
+    _check_layer_direction("cpu", dtype, reverse, "variable", 3, n_units=96)
+
+
+def _check_layer_direction(backend_name, dtype, reverse, length_case,
+                           n_features, n_units):
+    """One layer-direction's forward (training and inference) and backward
+    against torch.nn.LSTM with the same weights."""
     backend = get_backend(backend_name)
     torch_dtype = TORCH_DTYPES[dtype]
     tol = TOL[dtype]
     rng = np.random.RandomState(0)
-    n_units = 4
     X, lengths, padding = _random_inputs(
         rng, LENGTH_CASES[length_case], n_features, dtype
     )
