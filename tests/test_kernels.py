@@ -17,6 +17,9 @@ CASES = {
     "batch_of_one": (6, 2, 3, [6]),
     "one_step": (1, 3, 4, [1, 1, 1]),
     "H1_I1": (5, 1, 1, [5, 4, 2, 1]),
+    # 9 input features: dW_ih = dgates.T @ X runs in sklstm's TN kernel from
+    # one vector of columns on (8 floats with AVX2), plus a leftover column.
+    "wide_input": (4, 9, 6, [4, 3, 3, 1]),
     # W_hh beyond the 128 KiB that the per-step products always take on
     # packed panels (4H x H at H = 93): packed panels for few rows per piece
     # (the AVX2 build), BLAS from 256 rows per piece on (520 rows: also when

@@ -58,6 +58,7 @@ cdef extern from "_small_gemm.h":
     void sklstm_small_gemm_tn_d(int m, int n, int k, const double* A,
                                 int lda, const double* B, int ldb,
                                 int accumulate, double* C, int ldc) noexcept nogil
+    int SK_VBYTES
     void sklstm_packed_gemm_f(int m, int n, int k, const float* A, int lda,
                               const float* Bp, int accumulate, float* C,
                               int ldc) noexcept nogil
@@ -363,7 +364,7 @@ cdef inline void _small_gemm(
     kernel's scalar column loop: BLAS. Large B: BLAS.
     """
     if (<Py_ssize_t> k * n * sizeof(floating) <= SMALL_B_BYTES
-            and (not trans_a or n * sizeof(floating) >= 64)):
+            and (not trans_a or n * sizeof(floating) >= SK_VBYTES)):
         if floating is float:
             if trans_a:
                 sklstm_small_gemm_tn_f(m, n, k, A, lda, Bm, ldb, accumulate,
@@ -705,9 +706,9 @@ cdef void _weight_grads(
 
     if finite_padding:
         # dW_ih[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].T @ X.reshape(T*B, I)
-        gemm(True, False, <int> ng, <int> n_in, <int> (T * B),
-             <floating> 1, dgates_p + g0, <int> G, X_p, <int> n_in,
-             <floating> 0, dW_ih_p + g0 * n_in, <int> n_in)
+        _small_gemm(True, <int> ng, <int> n_in, <int> (T * B),
+                    dgates_p + g0, <int> G, X_p, <int> n_in, False,
+                    dW_ih_p + g0 * n_in, <int> n_in)
     else:
         # Non-finite padding in X would turn 0 * X into NaN: sum over the
         # valid rows only, one time at a time.
