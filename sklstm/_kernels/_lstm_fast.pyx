@@ -360,8 +360,9 @@ cdef inline void _small_gemm(
     as BLAS does, and whose results do not depend on how the rows are cut
     (chunked weight gradients, W2 backward on 2 threads: 1.55 -> 1.33 ms;
     with OPENBLAS_CORETYPE=Haswell 1.7-2.3 -> 1.52 ms). A transposed product
-    with B narrower than one AVX-512 vector (dW_ih at I < 16) would run the
-    kernel's scalar column loop: BLAS. Large B: BLAS.
+    with B narrower than one vector of the build (dW_ih at I < 8 floats with
+    AVX2, < 16 with AVX-512) would run the kernel's scalar column loop:
+    BLAS. Large B: BLAS.
     """
     if (<Py_ssize_t> k * n * sizeof(floating) <= SMALL_B_BYTES
             and (not trans_a or n * sizeof(floating) >= SK_VBYTES)):
