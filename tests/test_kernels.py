@@ -20,6 +20,8 @@ CASES = {
     # 9 input features: dW_ih = dgates.T @ X runs in sklstm's TN kernel from
     # one vector of columns on (8 floats with AVX2), plus a leftover column.
     "wide_input": (4, 9, 6, [4, 3, 3, 1]),
+    # W_ih past 32 KiB (4H x I = 256 x 40): dX = dgates @ W_ih goes to BLAS.
+    "many_inputs": (3, 40, 64, [3, 2, 2]),
     # W_hh beyond the 128 KiB that the per-step products always take on
     # packed panels (4H x H at H = 93): packed panels for few rows per piece
     # (the AVX2 build), BLAS from 256 rows per piece on (520 rows: also when

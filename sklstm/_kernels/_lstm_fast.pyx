@@ -190,6 +190,29 @@ cdef void _gemm_part(Py_ssize_t part, Py_ssize_t n_parts,
          beta, C + lo * ldc, ldc)
 
 
+cdef void _input_grad_part(Py_ssize_t part, Py_ssize_t n_parts, int rows,
+                           int n_in, int G, const floating* dgates_p,
+                           const floating* W_ih_p, floating* dX_p) noexcept nogil:
+    """Rows [lo, hi) of ``dX (rows, I) = dgates (rows, 4H) @ W_ih``, piece
+    ``part`` of ``n_parts`` (as _gemm_part cuts them).
+
+    While W_ih fits in L1 (32 KiB: few input features), sklstm's kernel
+    reads it in place and streams dgates once, where BLAS packed all of
+    dgates first (W2, 8 input features: 54 GFLOP/s on one core); larger,
+    BLAS."""
+    cdef Py_ssize_t lo = _chunk(rows, n_parts, part, 16)
+    cdef Py_ssize_t hi = _chunk(rows, n_parts, part + 1, 16)
+    if hi <= lo:
+        return
+    if <Py_ssize_t> G * n_in * sizeof(floating) <= 32 * 1024:
+        _small_gemm(False, <int> (hi - lo), n_in, G, dgates_p + lo * G, G,
+                    W_ih_p, n_in, False, dX_p + lo * n_in, n_in)
+    else:
+        gemm(False, False, <int> (hi - lo), n_in, G, <floating> 1,
+             dgates_p + lo * G, G, W_ih_p, n_in, <floating> 0,
+             dX_p + lo * n_in, n_in)
+
+
 cdef Py_ssize_t _row_parts(Py_ssize_t pieces, Py_ssize_t B) noexcept nogil:
     """Row blocks for the recurrence: at most ``pieces``, >= 8 rows each."""
     return max(1, min(pieces, B // 8))
@@ -693,9 +716,8 @@ cdef void _weight_grads(
     cdef Py_ssize_t ng = g1 - g0
 
     # dX.reshape(T*B, I) = dgates.reshape(T*B, 4H) @ W_ih
-    _gemm_part(part, n_parts, False, False, <int> (T * B), <int> n_in,
-               <int> G, <floating> 1, dgates_p, <int> G, W_ih_p, <int> n_in,
-               <floating> 0, dX_p, <int> n_in)
+    _input_grad_part(part, n_parts, <int> (T * B), <int> n_in, <int> G,
+                     dgates_p, W_ih_p, dX_p)
     if dW_hr_p != NULL:
         # dW_hr = dh_seq.reshape(T*B, P).T @ m_seq.reshape(T*B, H); both are
         # zero on padding rows
@@ -776,9 +798,8 @@ cdef void _weight_grads_times(
     cdef Py_ssize_t g1 = _chunk(G, n_parts, part + 1, 16)
     cdef Py_ssize_t ng = g1 - g0
     # dX[t0:t1] = dgates[t0:t1] @ W_ih
-    _gemm_part(part, n_parts, False, False, rows, <int> n_in, <int> G,
-               <floating> 1, dg_p, <int> G, W_ih_p, <int> n_in,
-               <floating> 0, dX_p + t0 * B * n_in, <int> n_in)
+    _input_grad_part(part, n_parts, rows, <int> n_in, <int> G, dg_p, W_ih_p,
+                     dX_p + t0 * B * n_in)
     if ng <= 0:
         return
     # dW_ih[g0:g1] (+)= dgates[t0:t1, :, g0:g1].T @ X[t0:t1]
