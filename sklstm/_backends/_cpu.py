@@ -27,11 +27,12 @@ from ._base import LSTMBackend
 _MIN_WORK_TO_SPLIT = 2**16
 
 
-# From this size on (the L1 data cache of most x86 cores), backward packs
-# W_hh into panels for its per-step products dgates_step @ W_hh. (Forward
-# packs its weights at any size: it copies them into [W_ih | W_hh].T
-# anyway.) W2 (H=64, 64 KiB): backward on 2 threads 2.19 -> 2.08 ms; W1
-# (H=32, 16 KiB) gained nothing and paid the copy.
+# From this size on (the L1 data cache of most x86 cores; L1_BYTES in the
+# kernels), backward packs W_hh into panels for its per-step products
+# dgates_step @ W_hh. (Forward packs its weights at any size: it copies
+# them into [W_ih | W_hh].T anyway.) W2 (H=64, 64 KiB): backward on 2
+# threads 2.19 -> 2.08 ms; W1 (H=32, 16 KiB) gained nothing and paid the
+# copy.
 _PACK_MIN_BYTES = 32 * 1024
 
 

@@ -76,6 +76,11 @@ cdef extern from "_small_gemm.h":
 # (it stays in L2; beyond, BLAS's packing pays for itself).
 DEF SMALL_B_BYTES = 128 * 1024
 
+# The L1 data cache of most x86 cores: a right-hand matrix this small is read
+# in place as fast as packed (the backend packs W_hh only beyond it, see
+# _PACK_MIN_BYTES in _backends/_cpu.py).
+DEF L1_BYTES = 32 * 1024
+
 # Whether lstm_backward computes the weight gradients chunk by chunk (see
 # _weight_grads_times) unless told: where sklstm's TN kernel runs the
 # chunks' small-K products faster than BLAS runs the one large-K product
@@ -204,7 +209,7 @@ cdef void _input_grad_part(Py_ssize_t part, Py_ssize_t n_parts, int rows,
     cdef Py_ssize_t hi = _chunk(rows, n_parts, part + 1, 16)
     if hi <= lo:
         return
-    if <Py_ssize_t> G * n_in * sizeof(floating) <= 32 * 1024:
+    if <Py_ssize_t> G * n_in * sizeof(floating) <= L1_BYTES:
         _small_gemm(False, <int> (hi - lo), n_in, G, dgates_p + lo * G, G,
                     W_ih_p, n_in, False, dX_p + lo * n_in, n_in)
     else:
