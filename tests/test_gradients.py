@@ -88,19 +88,21 @@ def test_network_gradient_matches_finite_differences(
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("n_features", [2, 24])
 def test_large_layer_gradient_matches_directional_finite_differences(
-    bidirectional, rng
+    bidirectional, n_features, rng
 ):
     """H = 70 in float64: W_hh (157 KiB) is past the sizes where forward and
     backward read the weights as packed panels rather than in place or
-    through BLAS (see _small_gemm.h). With 20 000 parameters, the gradient
-    is checked along random directions v: grad . v against the central
-    difference of the loss along v."""
+    through BLAS (see _small_gemm.h); with 24 features W_ih (54 KiB) is past
+    L1, so dX goes to BLAS, and dW_ih to sklstm's TN kernel. With 20 000
+    parameters, the gradient is checked along random directions v:
+    grad . v against the central difference of the loss along v."""
     backend = get_backend("cpu")
     lengths = np.array([4, 3, 3, 1], dtype=np.intp)
-    network = LSTMNetwork(2, (70,), 2, bidirectional, "squared_error")
+    network = LSTMNetwork(n_features, (70,), 2, bidirectional, "squared_error")
     params = network.init_params(rng, np.float64)
-    X = rng.randn(lengths[0], len(lengths), 2)
+    X = rng.randn(lengths[0], len(lengths), n_features)
     for column, length in enumerate(lengths):
         X[length:, column] = 0.0
     Y = rng.randn(len(lengths), 2)
@@ -119,6 +121,24 @@ def test_large_layer_gradient_matches_directional_finite_differences(
                     - loss_at(params - eps * direction)) / (2 * eps)
         np.testing.assert_allclose(grad @ direction, expected, rtol=1e-6,
                                    atol=1e-9)
+
+
+def test_wide_input_gradients_match_finite_differences(rng):
+    """Nine input features: dW_ih runs in sklstm's TN kernel (from one
+    vector of features) and dX in its NN kernel; parameter and input
+    gradients against finite differences, variable lengths."""
+    backend = get_backend("cpu")
+    lengths = np.array([5, 3, 3, 1], dtype=np.intp)
+    network = LSTMNetwork(9, (3,), 1, True, "squared_error")
+    params = network.init_params(rng, np.float64)
+    X = rng.randn(lengths[0], len(lengths), 9)
+    for column, length in enumerate(lengths):
+        X[length:, column] = 0.0
+    Y = rng.randn(len(lengths), 1)
+    weights = rng.uniform(0.5, 2.0, len(lengths))
+    _assert_gradient_is_exact(network, backend, params, X, lengths, Y, weights)
+    _assert_input_gradient_is_exact(network, backend, params, X, lengths, Y,
+                                    weights)
 
 
 @pytest.mark.parametrize("backend_name", ["reference", "cpu"])

@@ -172,8 +172,9 @@ LENGTH_CASES = {
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("length_case", list(LENGTH_CASES))
-# One feature makes the kernels' dX and dW_ih matrix-vector products (GEMV).
-@pytest.mark.parametrize("n_features", [1, 3])
+# One feature makes the kernels' dX and dW_ih matrix-vector products (GEMV);
+# nine take dW_ih into sklstm's TN kernel (from one vector of features).
+@pytest.mark.parametrize("n_features", [1, 3, 9])
 def test_layer_direction_matches_torch(backend_name, dtype, reverse, length_case,
                                        n_features):
     _check_layer_direction(backend_name, dtype, reverse, length_case,
@@ -183,11 +184,14 @@ def test_layer_direction_matches_torch(backend_name, dtype, reverse, length_case
 @requires_cpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-def test_large_layer_direction_matches_torch(dtype, reverse):
+# 24 features: W_ih (36 KiB in float32) past L1, so dX goes to BLAS.
+@pytest.mark.parametrize("n_features", [3, 24])
+def test_large_layer_direction_matches_torch(dtype, reverse, n_features):
     # H = 96: W_hh (147 KiB in float32) is past the sizes where forward and
     # backward read the weights as packed panels rather than in place or
     # through BLAS (see _small_gemm.h).
-    _check_layer_direction("cpu", dtype, reverse, "variable", 3, n_units=96)
+    _check_layer_direction("cpu", dtype, reverse, "variable", n_features,
+                           n_units=96)
 
 
 def _check_layer_direction(backend_name, dtype, reverse, length_case,
