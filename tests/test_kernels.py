@@ -398,12 +398,14 @@ def test_threads_run_concurrently_and_agree():
 
 
 def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
-                 W_hr=None, n_parts=0, chunked_grads=-1, packed_weights=False):
-    """lstm_forward + lstm_backward called directly with ``n_threads``
-    (and ``n_parts`` pieces of work; 0: one per thread). With
-    ``packed_weights`` they get the workspaces the backend gives: packed
-    panels of the weights, and without a projection the one product per
-    step on [x_t | h_prev]."""
+                 W_hr=None, n_parts=0, chunked_grads=-1, packed_weights=False,
+                 own_weight_grads=-1, kernels=_lstm_fast):
+    """lstm_forward + lstm_backward of the build ``kernels`` called directly
+    with ``n_threads`` (and ``n_parts`` pieces of work; 0: one per thread).
+    With ``packed_weights`` they get the workspaces the backend gives:
+    packed panels of the weights, and without a projection the one product
+    per step on [x_t | h_prev]. ``own_weight_grads`` is passed to backward,
+    with the workspace it needs."""
     T, B, n_in = X.shape
     P = W_hh.shape[1]
     H = P if W_hr is None else W_hr.shape[1]
@@ -415,6 +417,10 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
             fwd_proj.update(xh=np.empty((B, n_in + H), dtype),
                             W_cat_t=np.empty((n_in + H, 4 * H), dtype))
         bwd_proj["W_hh_packed"] = np.empty((4 * H, P), dtype)
+    if packed_weights or own_weight_grads == 1:
+        size = kernels.weight_grad_workspace_size(4 * H, n_in, P,
+                                                  n_parts or n_threads)
+        bwd_proj["weight_grad_work"] = np.full(size, np.nan, dtype)
     if W_hr is not None:
         fwd_proj.update(W_hr=W_hr, m_step=np.empty((B, H), dtype))
         grads = [np.empty(W_hr.shape, dtype)]
@@ -426,16 +432,17 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
     gates = np.empty((T, B, 4 * H), dtype)
     cells, hidden = np.empty((T, B, H), dtype), np.empty((T, B, P), dtype)
     h_n, c_n = np.empty((B, P), dtype), np.empty((B, H), dtype)
-    _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, reverse, True, gates,
-                            cells, hidden, h_n, c_n, np.empty((B, 4 * H), dtype),
-                            n_threads, n_parts=n_parts, **fwd_proj)
+    kernels.lstm_forward(X, lengths, W_ih, W_hh, bias, reverse, True, gates,
+                         cells, hidden, h_n, c_n, np.empty((B, 4 * H), dtype),
+                         n_threads, n_parts=n_parts, **fwd_proj)
     grads = [np.empty(X.shape, dtype), np.empty(W_ih.shape, dtype),
              np.empty(W_hh.shape, dtype), np.empty(4 * H, dtype)] + grads
-    _lstm_fast.lstm_backward(
+    kernels.lstm_backward(
         X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
         *grads[:4], np.empty((T, B, 4 * H), dtype), np.empty((B, 4 * H), dtype),
         np.empty((B, P), dtype), np.empty((B, H), dtype), n_threads,
-        n_parts=n_parts, chunked_grads=chunked_grads, **bwd_proj,
+        n_parts=n_parts, chunked_grads=chunked_grads,
+        own_weight_grads=own_weight_grads, **bwd_proj,
     )
     return [hidden, h_n, c_n] + grads
 
@@ -481,12 +488,13 @@ def test_chunked_weight_grads_match_the_post_loop_path(T, n_threads, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("own_weight_grads", [0, 1])
 @pytest.mark.parametrize("packed_weights", [False, True])
 @pytest.mark.parametrize("projected", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("n_parts", [2, 3])
 def test_results_do_not_depend_on_the_threads_running_the_pieces(
-    n_parts, reverse, projected, packed_weights, dtype
+    n_parts, reverse, projected, packed_weights, own_weight_grads, dtype
 ):
     """For a given cut into pieces, 1 thread or n_parts threads compute the
     same numbers bit for bit: the thread chooser may change its mind in the
@@ -502,11 +510,82 @@ def test_results_do_not_depend_on_the_threads_running_the_pieces(
         dhidden = np.ascontiguousarray(dhidden[..., :7])
     runs = [
         _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
-                     W_hr=W_hr, n_parts=n_parts, packed_weights=packed_weights)
+                     W_hr=W_hr, n_parts=n_parts, packed_weights=packed_weights,
+                     own_weight_grads=own_weight_grads)
         for n_threads in (1, n_parts)
     ]
     for serial, threaded in zip(*runs):
         np.testing.assert_array_equal(threaded, serial)
+
+
+# Shapes for sklstm's own weight gradients (SK_DEFINE_WEIGHT_GRAD): blocks of
+# 64 rows of dgates with a partial last one, gate units past the last whole
+# panel (4H % 16 != 0), one and a few rows of the transposed gradient (I =
+# 1, 3), a time of more rows than one block (B = 70), and one step.
+OWN_GRAD_CASES = {
+    "variable": (9, 4, 6, [9, 8, 8, 5, 3, 1, 1]),
+    "one_input": (13, 1, 32, [13] * 5 + [7, 2]),
+    "wide_rows": (3, 3, 20, [3] * 50 + [2] * 20),
+    "one_step": (1, 9, 16, [1, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
+@pytest.mark.parametrize("case", list(OWN_GRAD_CASES))
+@pytest.mark.parametrize("projected", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_own_weight_grads_match_blas(case, reverse, projected, kernels):
+    """dW_ih, dW_hh and dbias summed by sklstm's kernel in blocks of rows
+    agree with BLAS's products, on every build (each takes one of them by
+    default), whole or cut in pieces, with NaN padding in X too (dW_ih then
+    sums valid rows only, in BLAS)."""
+    T, n_in, H, lengths = OWN_GRAD_CASES[case]
+    for dtype in DTYPES:
+        X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths,
+                                                          dtype)
+        W_hr = None
+        if projected:
+            P = max(1, H // 3)
+            W_hr = np.random.default_rng(7).uniform(-0.3, 0.3, (P, H))
+            W_hr = W_hr.astype(dtype)
+            W_hh = np.ascontiguousarray(W_hh[:, :P])
+            dhidden = np.ascontiguousarray(dhidden[..., :P])
+        for padding in (0.5, np.nan):
+            X[_padding_mask(T, lengths)] = padding
+            for n_parts in (1, 2, 3):
+                own, blas = (
+                    _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse,
+                                 1, W_hr=W_hr, n_parts=n_parts,
+                                 own_weight_grads=flag, kernels=kernels,
+                                 chunked_grads=0)
+                    for flag in (1, 0)
+                )
+                for a, e in zip(own, blas):
+                    np.testing.assert_allclose(a, e, **TOL[dtype])
+
+
+def test_own_weight_grads_check_their_workspace():
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(4, 2, 3, [4, 4], np.float32)
+    size = _lstm_fast.weight_grad_workspace_size(12, 2, 3, 2)
+    # Two pieces of at most 12 gate units (pieces are cut in multiples of
+    # 16), each with a block of 64 packed rows and the transposed dW_ih (2
+    # rows) and dW_hh (3 rows).
+    assert size == 2 * 12 * (64 + 2 + 3)
+    gates, cells = np.empty((4, 2, 12), np.float32), np.empty((4, 2, 3), np.float32)
+    hidden = np.empty((4, 2, 3), np.float32)
+    _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, False, True, gates,
+                            cells, hidden, np.empty((2, 3), np.float32),
+                            np.empty((2, 3), np.float32),
+                            np.empty((2, 12), np.float32))
+    with pytest.raises(ValueError, match="weight_grad_work has 10 elements"):
+        _lstm_fast.lstm_backward(
+            X, lengths, W_ih, W_hh, False, gates, cells, hidden, dhidden,
+            np.empty_like(X), np.empty_like(W_ih), np.empty_like(W_hh),
+            np.empty(12, np.float32), np.empty((4, 2, 12), np.float32),
+            np.empty((2, 12), np.float32), np.empty((2, 3), np.float32),
+            np.empty((2, 3), np.float32), n_parts=2, own_weight_grads=1,
+            weight_grad_work=np.empty(10, np.float32),
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -13,7 +13,14 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from .._kernels._dispatch import adam_update, lstm_backward, lstm_forward, max_threads
+from .._kernels._dispatch import (
+    adam_update,
+    lstm_backward,
+    lstm_forward,
+    max_threads,
+    uses_own_weight_grads,
+    weight_grad_workspace_size,
+)
 from ._base import LSTMBackend
 
 # Below this many multiply-adds per timestep (rows x 4H x H), a kernel call
@@ -516,6 +523,13 @@ class CPUBackend(LSTMBackend):
         n_parts, context = _thread_plan(
             n_seq, n_units, None if W_hr is None else n_out
         )
+        # The weight gradients after the loop, in sklstm's kernel where
+        # this build does so (see uses_own_weight_grads).
+        weight_grad_work = None
+        if uses_own_weight_grads(4 * n_units, n_features, n_out, dtype.itemsize):
+            weight_grad_work = pool.take(
+                (weight_grad_workspace_size(4 * n_units, n_features, n_out,
+                                            n_parts),), dtype)
         key = ("backward", X.shape[1:], W_hh.shape, dtype, n_parts)
         work = _step_work(n_seq, n_units, None if W_hr is None else n_out)
         with context:
@@ -523,10 +537,12 @@ class CPUBackend(LSTMBackend):
                 lstm_backward, key, n_parts, n_steps, work,
                 X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
                 dX, dW_ih, dW_hh, dbias, dgates, dgates_step, dh_rec, dc_state,
-                W_hh_packed=W_hh_packed, **projection,
+                W_hh_packed=W_hh_packed, weight_grad_work=weight_grad_work,
+                **projection,
             )  # fmt: skip
         # The cache's gates and cells are dead now (one backward per cache).
         pool.give(gates, cells, dgates, dgates_step, dh_rec, dc_state, W_hh_packed,
+                  weight_grad_work,
                   *(projection.get(name) for name in
                     ("dh_seq", "m_seq", "dh_step", "dm_step")))  # fmt: skip
         if W_hr is not None:

@@ -49,5 +49,7 @@ def _load():
 simd_level, kernels = _load()
 lstm_forward = kernels.lstm_forward
 lstm_backward = kernels.lstm_backward
+uses_own_weight_grads = kernels.uses_own_weight_grads
+weight_grad_workspace_size = kernels.weight_grad_workspace_size
 adam_update = kernels.adam_update
 max_threads = kernels.max_threads

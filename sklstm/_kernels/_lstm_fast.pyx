@@ -71,6 +71,27 @@ cdef extern from "_small_gemm.h":
     void sklstm_packed_gemm_d_pack(int k_total, int n, int p0, int p1,
                                    const double* src, long row_stride,
                                    long col_stride, double* Bp) noexcept nogil
+    int SK_WG_ROWS
+    void sklstm_row_dots_f(int m, int n, int k, const float* A, int lda,
+                           const float* Bt, int ldbt, float* C,
+                           int ldc) noexcept nogil
+    void sklstm_row_dots_d(int m, int n, int k, const double* A, int lda,
+                           const double* Bt, int ldbt, double* C,
+                           int ldc) noexcept nogil
+    void sklstm_weight_grad_f_pack(int kb, int m, const float* D, long ldd,
+                                   float* Dp, float* colsum) noexcept nogil
+    void sklstm_weight_grad_d_pack(int kb, int m, const double* D, long ldd,
+                                   double* Dp, double* colsum) noexcept nogil
+    void sklstm_weight_grad_f_block(int n, int m_g, int kb, const float* Y,
+                                    int ldy, const float* Dp, int accumulate,
+                                    float* Ct) noexcept nogil
+    void sklstm_weight_grad_d_block(int n, int m_g, int kb, const double* Y,
+                                    int ldy, const double* Dp, int accumulate,
+                                    double* Ct) noexcept nogil
+    void sklstm_weight_grad_f_store(int m, int n, const float* Ct, float* dW,
+                                    int ldw) noexcept nogil
+    void sklstm_weight_grad_d_store(int m, int n, const double* Ct,
+                                    double* dW, int ldw) noexcept nogil
 
 # Largest B (k x n) of a per-step product that _small_gemm computes itself
 # (it stays in L2; beyond, BLAS's packing pays for itself).
@@ -80,6 +101,7 @@ DEF SMALL_B_BYTES = 128 * 1024
 # in place as fast as packed (the backend packs W_hh only beyond it, see
 # _PACK_MIN_BYTES in _backends/_cpu.py).
 DEF L1_BYTES = 32 * 1024
+DEF L1_DOUBLES = L1_BYTES // 8
 
 # Whether lstm_backward computes the weight gradients chunk by chunk (see
 # _weight_grads_times) unless told: where sklstm's TN kernel runs the
@@ -121,6 +143,22 @@ cdef extern from *:
     #endif
     """
     int SKLSTM_PACKED_MAX_ROWS
+
+# Whether lstm_backward computes dW_ih, dW_hh and dbias after the loop in
+# sklstm's kernel (_small_gemm.h, SK_DEFINE_WEIGHT_GRAD) rather than in BLAS,
+# unless told: with AVX2, where it was measured faster at the shapes it takes
+# (see _own_weight_grad). The AVX-512 build computes them chunk by chunk
+# (SKLSTM_CHUNKED_WEIGHT_GRADS) where it can, and keeps BLAS elsewhere (not
+# measured there); the baseline build keeps BLAS.
+cdef extern from *:
+    """
+    #if defined(__AVX2__) && !defined(__AVX512F__)
+    #define SKLSTM_OWN_WEIGHT_GRADS 1
+    #else
+    #define SKLSTM_OWN_WEIGHT_GRADS 0
+    #endif
+    """
+    bint SKLSTM_OWN_WEIGHT_GRADS
 
 cdef extern from "<omp.h>":
     int omp_get_max_threads() noexcept nogil
@@ -204,18 +242,43 @@ cdef void _input_grad_part(Py_ssize_t part, Py_ssize_t n_parts, int rows,
     While W_ih fits in L1 (32 KiB: few input features), sklstm's kernel
     reads it in place and streams dgates once, where BLAS packed all of
     dgates first (W2, 8 input features: 54 GFLOP/s on one core); larger,
-    BLAS."""
+    BLAS. The columns past the last whole vector of W_ih (all of them, below
+    8 input features with AVX2) are row dot products with W_ih's columns,
+    copied into rows first (SK_DEFINE_ROW_DOTS in ``_small_gemm.h``)."""
     cdef Py_ssize_t lo = _chunk(rows, n_parts, part, 16)
     cdef Py_ssize_t hi = _chunk(rows, n_parts, part + 1, 16)
+    cdef int width = SK_VBYTES // sizeof(floating)
+    cdef int n_vec = n_in // width * width, g, j
+    # W_ih's last n_in - n_vec columns as rows (W_ih fits in L1_BYTES here).
+    cdef double W_t_space[L1_DOUBLES]
+    cdef floating* W_t = <floating*> W_t_space
     if hi <= lo:
         return
     if <Py_ssize_t> G * n_in * sizeof(floating) <= L1_BYTES:
-        _small_gemm(False, <int> (hi - lo), n_in, G, dgates_p + lo * G, G,
-                    W_ih_p, n_in, False, dX_p + lo * n_in, n_in)
+        if n_vec > 0:
+            _small_gemm(False, <int> (hi - lo), n_vec, G, dgates_p + lo * G,
+                        G, W_ih_p, n_in, False, dX_p + lo * n_in, n_in)
+        if n_vec < n_in:
+            for j in range(n_in - n_vec):
+                for g in range(G):
+                    W_t[j * G + g] = W_ih_p[g * n_in + n_vec + j]
+            _row_dots(<int> (hi - lo), n_in - n_vec, G, dgates_p + lo * G, G,
+                      W_t, G, dX_p + lo * n_in + n_vec, n_in)
     else:
         gemm(False, False, <int> (hi - lo), n_in, G, <floating> 1,
              dgates_p + lo * G, G, W_ih_p, n_in, <floating> 0,
              dX_p + lo * n_in, n_in)
+
+
+cdef inline void _row_dots(int m, int n, int k, const floating* A, int lda,
+                           const floating* Bt, int ldbt, floating* C,
+                           int ldc) noexcept nogil:
+    """``C (m, n) = A (m, k) @ Bt.T`` for ``Bt`` (n, k): one dot product of
+    two contiguous rows per element (see ``_small_gemm.h``)."""
+    if floating is float:
+        sklstm_row_dots_f(m, n, k, A, lda, Bt, ldbt, C, ldc)
+    else:
+        sklstm_row_dots_d(m, n, k, A, lda, Bt, ldbt, C, ldc)
 
 
 cdef Py_ssize_t _row_parts(Py_ssize_t pieces, Py_ssize_t B) noexcept nogil:
@@ -444,6 +507,120 @@ cdef inline void _packed_gemm(
         sklstm_packed_gemm_f(m, n, k, A, lda, Bp, accumulate, C, ldc)
     else:
         sklstm_packed_gemm_d(m, n, k, A, lda, Bp, accumulate, C, ldc)
+
+
+cdef inline bint _own_weight_grad(Py_ssize_t G, Py_ssize_t n,
+                                  Py_ssize_t itemsize) noexcept nogil:
+    """Whether a weight gradient (G, n) after the loop is computed by
+    sklstm's kernel (_own_weight_grads) rather than by BLAS: while it fits
+    in 128 KiB. Larger (W3's dW_hh, 1 MiB), OpenBLAS's kernel was ahead. The
+    test reads the whole gradient, not one thread's gate units, so it does
+    not depend on the number of pieces."""
+    return G * n * itemsize <= SMALL_B_BYTES
+
+
+cdef inline Py_ssize_t _weight_grad_part_size(
+    Py_ssize_t G, Py_ssize_t n_in, Py_ssize_t P, Py_ssize_t pieces,
+) noexcept nogil:
+    """Elements of the workspace of one piece of _own_weight_grads: a block
+    of packed dgates rows, and the transposed dW_ih and dW_hh of the
+    piece's gate units."""
+    cdef Py_ssize_t n_gates = _chunk(G, pieces, 1, 16)  # the largest piece
+    return n_gates * (SK_WG_ROWS + n_in + P)
+
+
+def weight_grad_workspace_size(Py_ssize_t G, Py_ssize_t n_in, Py_ssize_t P,
+                               Py_ssize_t n_parts):
+    """Length of the ``weight_grad_work`` workspace of :func:`lstm_backward`
+    cut in ``n_parts`` pieces (``G = 4H`` gate units, ``n_in`` inputs, ``P``
+    the width of ``h``)."""
+    n_parts = max(1, n_parts)
+    return n_parts * _weight_grad_part_size(G, n_in, P, n_parts)
+
+
+def uses_own_weight_grads(Py_ssize_t G, Py_ssize_t n_in, Py_ssize_t P,
+                          Py_ssize_t itemsize):
+    """Whether :func:`lstm_backward` of this build, left to choose
+    (``own_weight_grads=-1``), computes a weight gradient of a layer with
+    these sizes in sklstm's kernel, given the workspace."""
+    return SKLSTM_OWN_WEIGHT_GRADS and (_own_weight_grad(G, n_in, itemsize)
+                                        or _own_weight_grad(G, P, itemsize))
+
+
+cdef inline void _wg_pack(int kb, int m, const floating* D, Py_ssize_t ldd,
+                          floating* Dp, floating* colsum) noexcept nogil:
+    if floating is float:
+        sklstm_weight_grad_f_pack(kb, m, D, ldd, Dp, colsum)
+    else:
+        sklstm_weight_grad_d_pack(kb, m, D, ldd, Dp, colsum)
+
+
+cdef inline void _wg_block(int n, int m_g, int kb, const floating* Y, int ldy,
+                           const floating* Dp, bint accumulate,
+                           floating* Ct) noexcept nogil:
+    if floating is float:
+        sklstm_weight_grad_f_block(n, m_g, kb, Y, ldy, Dp, accumulate, Ct)
+    else:
+        sklstm_weight_grad_d_block(n, m_g, kb, Y, ldy, Dp, accumulate, Ct)
+
+
+cdef inline void _wg_store(int m, int n, const floating* Ct, floating* dW,
+                           int ldw) noexcept nogil:
+    if floating is float:
+        sklstm_weight_grad_f_store(m, n, Ct, dW, ldw)
+    else:
+        sklstm_weight_grad_d_store(m, n, Ct, dW, ldw)
+
+
+cdef void _own_weight_grads(
+    Py_ssize_t g0, Py_ssize_t ng, Py_ssize_t T, Py_ssize_t B, Py_ssize_t G,
+    Py_ssize_t P, Py_ssize_t n_in, bint reverse, bint do_ih, bint do_hh,
+    const floating* X_p, const floating* hidden_p, const floating* dgates_p,
+    floating* dW_ih_p, floating* dW_hh_p, floating* dbias_p, floating* work,
+) noexcept nogil:
+    """Gate units [g0, g0 + ng) of dbias, and of dW_ih (``do_ih``) and dW_hh
+    (``do_hh``), in one pass over dgates in blocks of SK_WG_ROWS rows (see
+    SK_DEFINE_WEIGHT_GRAD): each block is packed once (its rows added to
+    dbias as it is) and serves both products. ``work`` holds
+    _weight_grad_part_size elements.
+
+    As in _weight_grads, dW_hh pairs the dgates row of time t with h of
+    time t - 1 (forward) or t + 1 (reverse), so the B rows of time 0
+    (forward) or T - 1 (reverse), which meet the zero initial state, are
+    left out of it; blocks are cut so that each is wholly in or out.
+    dgates is zero on padding rows, so dbias may sum them all.
+    """
+    cdef Py_ssize_t rows = T * B, p0 = 0, p1
+    cdef Py_ssize_t hh_lo = 0 if reverse else B
+    cdef Py_ssize_t hh_hi = rows - B if reverse else rows
+    cdef Py_ssize_t shift = B if reverse else -B  # h row - dgates row
+    cdef floating* Dp = work
+    cdef floating* Ct_ih = work + SK_WG_ROWS * ng
+    cdef floating* Ct_hh = Ct_ih + n_in * ng
+    cdef bint first_ih = True, first_hh = True
+    memset(dbias_p + g0, 0, ng * sizeof(floating))
+    while p0 < rows:
+        p1 = min(p0 + SK_WG_ROWS, rows)
+        if p0 < hh_lo:
+            p1 = min(p1, hh_lo)
+        elif p0 < hh_hi:
+            p1 = min(p1, hh_hi)
+        _wg_pack(<int> (p1 - p0), <int> ng, dgates_p + p0 * G + g0, G, Dp,
+                 dbias_p + g0)
+        if do_ih:
+            _wg_block(<int> n_in, <int> ng, <int> (p1 - p0), X_p + p0 * n_in,
+                      <int> n_in, Dp, not first_ih, Ct_ih)
+            first_ih = False
+        if do_hh and hh_lo <= p0 < hh_hi:
+            _wg_block(<int> P, <int> ng, <int> (p1 - p0),
+                      hidden_p + (p0 + shift) * P, <int> P, Dp, not first_hh,
+                      Ct_hh)
+            first_hh = False
+        p0 = p1
+    if do_ih:
+        _wg_store(<int> ng, <int> n_in, Ct_ih, dW_ih_p + g0 * n_in, <int> n_in)
+    if do_hh:
+        _wg_store(<int> ng, <int> P, Ct_hh, dW_hh_p + g0 * P, <int> P)
 
 
 cdef inline void _recurrent_gemm(
@@ -707,13 +884,16 @@ cdef void _weight_grads(
     const floating* dgates_p, floating* dX_p, floating* dW_ih_p,
     floating* dW_hh_p, floating* dbias_p,
     const floating* dh_seq_p, const floating* m_seq_p, floating* dW_hr_p,
+    bint own_ih, bint own_hh, floating* work_p,
 ) noexcept nogil:
     """Piece ``part`` of the gradients computed after the BPTT loop.
 
     Piece k has rows [r0, r1) of dX (and, with a projection, of dW_hr) and
     gate units [g0, g1) of dW_ih, dW_hh and dbias; each is one
     single-threaded BLAS call per array, and the pieces write disjoint
-    memory, so a prange over ``part`` needs no lock.
+    memory, so a prange over ``part`` needs no lock. With ``own_ih`` or
+    ``own_hh``, _own_weight_grads computes dbias and that weight gradient
+    in its one pass over dgates, in its piece of ``work_p``.
     """
     cdef Py_ssize_t G = 4 * H, t, n_s
     cdef Py_ssize_t g0 = _chunk(G, n_parts, part, 16)
@@ -731,8 +911,15 @@ cdef void _weight_grads(
                    <int> H, <floating> 0, dW_hr_p, <int> H)
     if ng <= 0:
         return
+    if own_ih or own_hh:
+        _own_weight_grads(g0, ng, T, B, G, P, n_in, reverse, own_ih, own_hh,
+                          X_p, hidden_p, dgates_p, dW_ih_p, dW_hh_p, dbias_p,
+                          work_p + part * _weight_grad_part_size(
+                              G, n_in, P, n_parts))
 
-    if finite_padding:
+    if own_ih:
+        pass
+    elif finite_padding:
         # dW_ih[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].T @ X.reshape(T*B, I)
         _small_gemm(True, <int> ng, <int> n_in, <int> (T * B),
                     dgates_p + g0, <int> G, X_p, <int> n_in, False,
@@ -756,7 +943,9 @@ cdef void _weight_grads(
     # and the one valid row paired with a padding row (a reverse
     # sequence's first step, t = lengths[b]-1, with hidden[t+1] padding)
     # meets hidden = 0, its zero initial state.
-    if T == 1:
+    if own_hh:
+        pass
+    elif T == 1:
         memset(dW_hh_p + g0 * P, 0, ng * P * sizeof(floating))
     elif reverse:
         # dW_hh[g0:g1] = dgates[:-1].reshape(-1, 4H)[:, g0:g1].T
@@ -772,8 +961,9 @@ cdef void _weight_grads(
              <floating> 0, dW_hh_p + g0 * P, <int> P)
 
     # dbias[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].sum(axis=0), valid rows
-    memset(dbias_p + g0, 0, ng * sizeof(floating))
-    _add_column_sums(0, T, B, G, g0, g1, len_p, dgates_p, dbias_p)
+    if not (own_ih or own_hh):
+        memset(dbias_p + g0, 0, ng * sizeof(floating))
+        _add_column_sums(0, T, B, G, g0, g1, len_p, dgates_p, dbias_p)
 
 
 cdef void _weight_grads_times(
@@ -1111,6 +1301,12 @@ def lstm_backward(
     floating[:, ::1] W_hh_packed=None,  # (4H, P) workspace: W_hh as packed
                                         #   panels for the per-step GEMMs;
                                         #   None: read in place, or by BLAS
+    int own_weight_grads=-1,            # dW_ih, dW_hh, dbias after the loop
+                                        #   in sklstm's kernel (1) or BLAS
+                                        #   (0); -1: as this build does best
+    floating[::1] weight_grad_work=None,  # its workspace, of
+                                          #   weight_grad_workspace_size(
+                                          #   4H, I, P, n_parts); None: BLAS
 ):
     """Backpropagation through time, in place into the given arrays.
 
@@ -1118,7 +1314,9 @@ def lstm_backward(
     ``n_threads`` the threads running it. ``chunked_grads`` changes the
     order of the weight gradients' sums, so it fixes the arithmetic too; the
     chunked path applies to the forward direction without a projection
-    only.
+    only. So does ``own_weight_grads`` (with ``weight_grad_work``), which
+    sums dW_ih, dW_hh and dbias in blocks of rows; it applies to those of
+    at most 128 KiB (``_own_weight_grad``).
     """
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
     cdef Py_ssize_t P = W_hh.shape[1]
@@ -1191,7 +1389,20 @@ def lstm_backward(
     cdef Py_ssize_t pieces = _pieces(n_parts, n_threads)
     cdef Py_ssize_t n_blocks = _row_parts(pieces, B)
     cdef int workers = _workers(n_threads, pieces)
-    cdef bint finite, chunked
+    cdef bint finite, chunked, own_ih, own_hh
+    if own_weight_grads == -1:
+        own_weight_grads = SKLSTM_OWN_WEIGHT_GRADS
+    if weight_grad_work is None:
+        own_weight_grads = 0  # no workspace: BLAS
+    cdef floating* work_p = NULL
+    if own_weight_grads == 1:
+        if (weight_grad_work.shape[0]
+                < pieces * _weight_grad_part_size(G, n_in, P, pieces)):
+            raise ValueError(
+                f"weight_grad_work has {weight_grad_work.shape[0]} elements, "
+                f"expected {weight_grad_workspace_size(G, n_in, P, pieces)}"
+            )
+        work_p = &weight_grad_work[0]
     # Steps per chunk of the one-thread forward path: ~256 KiB of dgates.
     cdef Py_ssize_t chunk = max(1, (1 << 18) // (B * G * sizeof(floating)))
     # W_hh packed once for the T per-step products dgates_step @ W_hh.
@@ -1208,6 +1419,10 @@ def lstm_backward(
             chunked_grads = SKLSTM_CHUNKED_WEIGHT_GRADS
         chunked = (chunked_grads == 1 and not reverse and W_hr_p == NULL
                    and finite)
+        own_ih = (work_p != NULL and finite
+                  and _own_weight_grad(G, n_in, sizeof(floating)))
+        own_hh = (work_p != NULL and T > 1
+                  and _own_weight_grad(G, P, sizeof(floating)))
         if chunked:
             # BPTT in chunks of steps, each followed by its share of the
             # weight gradients (see _weight_grads_times): per chunk, the row
@@ -1265,14 +1480,15 @@ def lstm_backward(
         elif pieces == 1:
             _weight_grads(0, 1, T, B, H, P, n_in, len_p, X_p, W_ih_p, reverse,
                           finite, hidden_p, dgates_p, dX_p, dW_ih_p, dW_hh_p,
-                          dbias_p, dh_seq_p, m_seq_p, dW_hr_p)
+                          dbias_p, dh_seq_p, m_seq_p, dW_hr_p, own_ih, own_hh,
+                          work_p)
         else:
             for part in prange(pieces, num_threads=workers,
                                schedule="static"):
                 _weight_grads(part, pieces, T, B, H, P, n_in, len_p, X_p,
                               W_ih_p, reverse, finite, hidden_p, dgates_p,
                               dX_p, dW_ih_p, dW_hh_p, dbias_p, dh_seq_p,
-                              m_seq_p, dW_hr_p)
+                              m_seq_p, dW_hr_p, own_ih, own_hh, work_p)
 
 
 def adam_update(
