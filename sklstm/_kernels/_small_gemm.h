@@ -148,6 +148,19 @@ static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
  * (W2's step, per thread) 81 in place, 102 packed; at 64 x 1024 x 256
  * (W3's) 36 in place, 96 packed, and in another run 88 packed against
  * OpenBLAS' 67. */
+/* The body of a product on packed panels of B: the panels' tiles, then the
+ * leftover columns. It reads the names m, n, k, A, lda, Bp, accumulate, C
+ * and ldc, as the functions using it define them. */
+#define SK_PACKED_PANELS(SMALL, TILE, T, AIDX)                                \
+    enum { PW = SK_NV * (SK_VBYTES / sizeof(T)) };                           \
+    int i, j;                                                                \
+    int n_panel = n / PW * PW;                                               \
+    for (j = 0; j < n_panel; j += PW) {                                      \
+        SK_PANEL_ROWS(TILE, AIDX, Bp + (long) j * k, PW)                     \
+    }                                                                        \
+    SMALL##_columns(m, n - n_panel, k, A, lda, Bp + (long) n_panel * k,     \
+                    n - n_panel, accumulate, C + n_panel, ldc);
+
 #define SK_DEFINE_PACKED_GEMM(NAME, SMALL, TILE, T)                           \
 static void NAME##_pack(int k_total, int n, int p0, int p1, const T* src,    \
                         long row_stride, long col_stride, T* Bp)             \
@@ -169,14 +182,7 @@ static void NAME##_pack(int k_total, int n, int p0, int p1, const T* src,    \
 static void NAME(int m, int n, int k, const T* A, int lda, const T* Bp,      \
                  int accumulate, T* C, int ldc)                              \
 {                                                                            \
-    enum { PW = SK_NV * (SK_VBYTES / sizeof(T)) };                           \
-    int i, j;                                                                \
-    int n_panel = n / PW * PW;                                               \
-    for (j = 0; j < n_panel; j += PW) {                                      \
-        SK_PANEL_ROWS(TILE, SK_A_NN, Bp + (long) j * k, PW)                  \
-    }                                                                        \
-    SMALL##_columns(m, n - n_panel, k, A, lda, Bp + (long) n_panel * k,     \
-                    n - n_panel, accumulate, C + n_panel, ldc);              \
+    SK_PACKED_PANELS(SMALL, TILE, T, SK_A_NN)                                \
 }
 
 /* C (m x n) = A (m x k) @ B for B narrower than one vector (n < W floats,
@@ -278,23 +284,17 @@ static void NAME##_pack(int kb, int m, const T* D, long ldd, T* Dp,          \
             if (colsum) colsum[m_panel + j] += value;                        \
         }                                                                    \
 }                                                                            \
-static void NAME##_block(int n, int m_g, int kb, const T* Y, int ldy,      \
+static void NAME##_block(int n_y, int m_g, int kb, const T* Y, int ldy,    \
                          const T* Dp, int accumulate, T* Ct)                 \
 {                                                                            \
-    /* Ct (n x m_g, leading dimension m_g) (+)= Y.T @ D for a block of kb   \
-       rows: Y (kb x n) read in place, D as NAME##_pack left it. In the     \
-       names SK_PANEL_ROWS reads, the product is C (m x ...) = A.T @ B. */  \
-    enum { PW = SK_NV * (SK_VBYTES / sizeof(T)) };                           \
-    const int m = n, k = kb, lda = ldy, ldc = m_g;                           \
+    /* Ct (n_y x m_g, leading dimension m_g) (+)= Y.T @ D for a block of kb \
+       rows: Y (kb x n_y) read in place, D as NAME##_pack left it. In the   \
+       names of SK_PACKED_PANELS: C (m x n) = A.T @ B. */                   \
+    const int m = n_y, n = m_g, k = kb, lda = ldy, ldc = m_g;                \
     const T* A = Y;                                                          \
+    const T* Bp = Dp;                                                        \
     T* C = Ct;                                                               \
-    int i, j;                                                                \
-    int g_panel = m_g / PW * PW;                                             \
-    for (j = 0; j < g_panel; j += PW) {                                      \
-        SK_PANEL_ROWS(TILE, SK_A_TN, Dp + (long) j * k, PW)                  \
-    }                                                                        \
-    SMALL##_columns(m, m_g - g_panel, k, A, lda, Dp + (long) g_panel * k,    \
-                    m_g - g_panel, accumulate, C + g_panel, ldc);            \
+    SK_PACKED_PANELS(SMALL, TILE, T, SK_A_TN)                                \
 }                                                                            \
 static void NAME##_store(int m, int n, const T* Ct, T* dW, int ldw)          \
 {                                                                            \
