@@ -917,25 +917,24 @@ cdef void _weight_grads(
                           work_p + part * _weight_grad_part_size(
                               G, n_in, P, n_parts))
 
-    if own_ih:
-        pass
-    elif finite_padding:
-        # dW_ih[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].T @ X.reshape(T*B, I)
-        _small_gemm(True, <int> ng, <int> n_in, <int> (T * B),
-                    dgates_p + g0, <int> G, X_p, <int> n_in, False,
-                    dW_ih_p + g0 * n_in, <int> n_in)
-    else:
-        # Non-finite padding in X would turn 0 * X into NaN: sum over the
-        # valid rows only, one time at a time.
-        memset(dW_ih_p + g0 * n_in, 0, ng * n_in * sizeof(floating))
-        for t in range(T):
-            n_s = _n_active(len_p, B, t)
-            if n_s > 0:
-                # dW_ih[g0:g1] += dgates[t, :n_t, g0:g1].T @ X[t, :n_t]
-                gemm(True, False, <int> ng, <int> n_in, <int> n_s,
-                     <floating> 1, dgates_p + t * B * G + g0, <int> G,
-                     X_p + t * B * n_in, <int> n_in,
-                     <floating> 1, dW_ih_p + g0 * n_in, <int> n_in)
+    if not own_ih:
+        if finite_padding:
+            # dW_ih[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].T @ X.reshape(T*B, I)
+            _small_gemm(True, <int> ng, <int> n_in, <int> (T * B),
+                        dgates_p + g0, <int> G, X_p, <int> n_in, False,
+                        dW_ih_p + g0 * n_in, <int> n_in)
+        else:
+            # Non-finite padding in X would turn 0 * X into NaN: sum over the
+            # valid rows only, one time at a time.
+            memset(dW_ih_p + g0 * n_in, 0, ng * n_in * sizeof(floating))
+            for t in range(T):
+                n_s = _n_active(len_p, B, t)
+                if n_s > 0:
+                    # dW_ih[g0:g1] += dgates[t, :n_t, g0:g1].T @ X[t, :n_t]
+                    gemm(True, False, <int> ng, <int> n_in, <int> n_s,
+                         <floating> 1, dgates_p + t * B * G + g0, <int> G,
+                         X_p + t * B * n_in, <int> n_in,
+                         <floating> 1, dW_ih_p + g0 * n_in, <int> n_in)
 
     # h_prev of the row at time t is hidden[t-1] forward, hidden[t+1]
     # reverse, and zero at each sequence's first processed step. Pairing
@@ -943,22 +942,21 @@ cdef void _weight_grads(
     # and the one valid row paired with a padding row (a reverse
     # sequence's first step, t = lengths[b]-1, with hidden[t+1] padding)
     # meets hidden = 0, its zero initial state.
-    if own_hh:
-        pass
-    elif T == 1:
-        memset(dW_hh_p + g0 * P, 0, ng * P * sizeof(floating))
-    elif reverse:
-        # dW_hh[g0:g1] = dgates[:-1].reshape(-1, 4H)[:, g0:g1].T
-        #                @ hidden[1:].reshape(-1, P)
-        gemm(True, False, <int> ng, <int> P, <int> ((T - 1) * B),
-             <floating> 1, dgates_p + g0, <int> G, hidden_p + B * P, <int> P,
-             <floating> 0, dW_hh_p + g0 * P, <int> P)
-    else:
-        # dW_hh[g0:g1] = dgates[1:].reshape(-1, 4H)[:, g0:g1].T
-        #                @ hidden[:-1].reshape(-1, P)
-        gemm(True, False, <int> ng, <int> P, <int> ((T - 1) * B),
-             <floating> 1, dgates_p + B * G + g0, <int> G, hidden_p, <int> P,
-             <floating> 0, dW_hh_p + g0 * P, <int> P)
+    if not own_hh:
+        if T == 1:
+            memset(dW_hh_p + g0 * P, 0, ng * P * sizeof(floating))
+        elif reverse:
+            # dW_hh[g0:g1] = dgates[:-1].reshape(-1, 4H)[:, g0:g1].T
+            #                @ hidden[1:].reshape(-1, P)
+            gemm(True, False, <int> ng, <int> P, <int> ((T - 1) * B),
+                 <floating> 1, dgates_p + g0, <int> G, hidden_p + B * P, <int> P,
+                 <floating> 0, dW_hh_p + g0 * P, <int> P)
+        else:
+            # dW_hh[g0:g1] = dgates[1:].reshape(-1, 4H)[:, g0:g1].T
+            #                @ hidden[:-1].reshape(-1, P)
+            gemm(True, False, <int> ng, <int> P, <int> ((T - 1) * B),
+                 <floating> 1, dgates_p + B * G + g0, <int> G, hidden_p, <int> P,
+                 <floating> 0, dW_hh_p + g0 * P, <int> P)
 
     # dbias[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].sum(axis=0), valid rows
     if not (own_ih or own_hh):
