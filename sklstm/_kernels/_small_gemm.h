@@ -5,7 +5,9 @@
  * B packed into panels once per kernel call (the per-step products: see
  * SK_DEFINE_PACKED_GEMM); and the "TN" form C = A.T @ B [+ C] with A
  * (k x m) row-major, which the chunked weight gradients use
- * (dW_hh += dgates.T @ h over a few steps).
+ * (dW_hh += dgates.T @ h over a few steps). Built on these: the weight
+ * gradients over a whole minibatch (SK_DEFINE_WEIGHT_GRAD) and, for B
+ * narrower than one vector, row dot products (SK_DEFINE_ROW_DOTS).
  *
  * Why: at H <= 64 the per-step products are tiny (32 x 256 x 64 on one
  * thread at W2), and OpenBLAS repacks B on every call unless it takes its
