@@ -419,7 +419,8 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
         bwd_proj["W_hh_packed"] = np.empty((4 * H, P), dtype)
     if packed_weights or own_weight_grads == 1:
         size = kernels.weight_grad_workspace_size(4 * H, n_in, P,
-                                                  n_parts or n_threads)
+                                                  n_parts or n_threads,
+                                                  dtype.itemsize)
         bwd_proj["weight_grad_work"] = np.full(size, np.nan, dtype)
     if W_hr is not None:
         fwd_proj.update(W_hr=W_hr, m_step=np.empty((B, H), dtype))
@@ -521,12 +522,16 @@ def test_results_do_not_depend_on_the_threads_running_the_pieces(
 # Shapes for sklstm's own weight gradients (SK_DEFINE_WEIGHT_GRAD): blocks of
 # 64 rows of dgates with a partial last one, gate units past the last whole
 # panel (4H % 16 != 0), one and a few rows of the transposed gradient (I =
-# 1, 3), a time of more rows than one block (B = 70), and one step.
+# 1, 3), a time of more rows than one block (B = 70), one step, and a dW_ih
+# too large for it.
 OWN_GRAD_CASES = {
     "variable": (9, 4, 6, [9, 8, 8, 5, 3, 1, 1]),
     "one_input": (13, 1, 32, [13] * 5 + [7, 2]),
     "wide_rows": (3, 3, 20, [3] * 50 + [2] * 20),
     "one_step": (1, 9, 16, [1, 1, 1]),
+    # dW_ih past 128 KiB (4H x I = 32 x 1100): BLAS for it, the kernel for
+    # dW_hh and dbias, with no room kept for dW_ih in the workspace.
+    "many_inputs": (3, 1100, 8, [3, 3, 2]),
 }
 
 
@@ -566,11 +571,14 @@ def test_own_weight_grads_match_blas(case, reverse, projected, kernels):
 
 def test_own_weight_grads_check_their_workspace():
     X, lengths, W_ih, W_hh, bias, dhidden = _problem(4, 2, 3, [4, 4], np.float32)
-    size = _lstm_fast.weight_grad_workspace_size(12, 2, 3, 2)
+    size = _lstm_fast.weight_grad_workspace_size(12, 2, 3, 2, 4)
     # Two pieces of at most 12 gate units (pieces are cut in multiples of
     # 16), each with a block of 64 packed rows and the transposed dW_ih (2
     # rows) and dW_hh (3 rows).
     assert size == 2 * 12 * (64 + 2 + 3)
+    # With 10 000 inputs, dW_ih (480 KB) goes to BLAS: no room is kept for it.
+    assert _lstm_fast.weight_grad_workspace_size(12, 10_000, 3, 2, 4) == (
+        2 * 12 * (64 + 3))
     gates, cells = np.empty((4, 2, 12), np.float32), np.empty((4, 2, 3), np.float32)
     hidden = np.empty((4, 2, 3), np.float32)
     _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, False, True, gates,

@@ -529,7 +529,7 @@ class CPUBackend(LSTMBackend):
         if uses_own_weight_grads(4 * n_units, n_features, n_out, dtype.itemsize):
             weight_grad_work = pool.take(
                 (weight_grad_workspace_size(4 * n_units, n_features, n_out,
-                                            n_parts),), dtype)
+                                            n_parts, dtype.itemsize),), dtype)
         key = ("backward", X.shape[1:], W_hh.shape, dtype, n_parts)
         work = _step_work(n_seq, n_units, None if W_hr is None else n_out)
         with context:

@@ -521,21 +521,25 @@ cdef inline bint _own_weight_grad(Py_ssize_t G, Py_ssize_t n,
 
 cdef inline Py_ssize_t _weight_grad_part_size(
     Py_ssize_t G, Py_ssize_t n_in, Py_ssize_t P, Py_ssize_t pieces,
+    Py_ssize_t itemsize,
 ) noexcept nogil:
     """Elements of the workspace of one piece of _own_weight_grads: a block
     of packed dgates rows, and the transposed dW_ih and dW_hh of the
-    piece's gate units."""
+    piece's gate units, each only if small enough to be computed there (so
+    that many input features do not ask for a workspace left unused)."""
     cdef Py_ssize_t n_gates = _chunk(G, pieces, 1, 16)  # the largest piece
-    return n_gates * (SK_WG_ROWS + n_in + P)
+    return n_gates * (SK_WG_ROWS
+                      + (n_in if _own_weight_grad(G, n_in, itemsize) else 0)
+                      + (P if _own_weight_grad(G, P, itemsize) else 0))
 
 
 def weight_grad_workspace_size(Py_ssize_t G, Py_ssize_t n_in, Py_ssize_t P,
-                               Py_ssize_t n_parts):
+                               Py_ssize_t n_parts, Py_ssize_t itemsize):
     """Length of the ``weight_grad_work`` workspace of :func:`lstm_backward`
     cut in ``n_parts`` pieces (``G = 4H`` gate units, ``n_in`` inputs, ``P``
-    the width of ``h``)."""
+    the width of ``h``, ``itemsize`` bytes per element)."""
     n_parts = max(1, n_parts)
-    return n_parts * _weight_grad_part_size(G, n_in, P, n_parts)
+    return n_parts * _weight_grad_part_size(G, n_in, P, n_parts, itemsize)
 
 
 def uses_own_weight_grads(Py_ssize_t G, Py_ssize_t n_in, Py_ssize_t P,
@@ -594,9 +598,11 @@ cdef void _own_weight_grads(
     cdef Py_ssize_t hh_lo = 0 if reverse else B
     cdef Py_ssize_t hh_hi = rows - B if reverse else rows
     cdef Py_ssize_t shift = B if reverse else -B  # h row - dgates row
+    # The layout of _weight_grad_part_size.
     cdef floating* Dp = work
     cdef floating* Ct_ih = work + SK_WG_ROWS * ng
-    cdef floating* Ct_hh = Ct_ih + n_in * ng
+    cdef floating* Ct_hh = Ct_ih + (
+        n_in * ng if _own_weight_grad(G, n_in, sizeof(floating)) else 0)
     cdef bint first_ih = True, first_hh = True
     memset(dbias_p + g0, 0, ng * sizeof(floating))
     while p0 < rows:
@@ -915,7 +921,7 @@ cdef void _weight_grads(
         _own_weight_grads(g0, ng, T, B, G, P, n_in, reverse, own_ih, own_hh,
                           X_p, hidden_p, dgates_p, dW_ih_p, dW_hh_p, dbias_p,
                           work_p + part * _weight_grad_part_size(
-                              G, n_in, P, n_parts))
+                              G, n_in, P, n_parts, sizeof(floating)))
 
     if not own_ih:
         if finite_padding:
@@ -1303,8 +1309,9 @@ def lstm_backward(
                                         #   in sklstm's kernel (1) or BLAS
                                         #   (0); -1: as this build does best
     floating[::1] weight_grad_work=None,  # its workspace, of
-                                          #   weight_grad_workspace_size(
-                                          #   4H, I, P, n_parts); None: BLAS
+                                          #   weight_grad_workspace_size(4H,
+                                          #   I, P, n_parts, itemsize)
+                                          #   elements; None: BLAS
 ):
     """Backpropagation through time, in place into the given arrays.
 
@@ -1393,12 +1400,14 @@ def lstm_backward(
     if weight_grad_work is None:
         own_weight_grads = 0  # no workspace: BLAS
     cdef floating* work_p = NULL
+    cdef Py_ssize_t work_size
     if own_weight_grads == 1:
-        if (weight_grad_work.shape[0]
-                < pieces * _weight_grad_part_size(G, n_in, P, pieces)):
+        work_size = pieces * _weight_grad_part_size(G, n_in, P, pieces,
+                                                    sizeof(floating))
+        if weight_grad_work.shape[0] < work_size:
             raise ValueError(
                 f"weight_grad_work has {weight_grad_work.shape[0]} elements, "
-                f"expected {weight_grad_workspace_size(G, n_in, P, pieces)}"
+                f"expected {work_size}"
             )
         work_p = &weight_grad_work[0]
     # Steps per chunk of the one-thread forward path: ~256 KiB of dgates.
