@@ -14,6 +14,13 @@ seconds, the ratios torch/sklstm and keras/sklstm, sklstm's achieved GFLOP/s
 against this machine's float32 GEMM peak (measured in the same run through
 SciPy's BLAS), and each side's peak memory.
 
+The epoch is timed alike on every side: PyTorch's epoch loop; inside
+sklstm's ``fit(max_iter=1)``, its one epoch (``_train_one_epoch``); inside
+Keras' ``fit(epochs=1)``, the epoch between its callbacks' epoch begin and
+end. What a fit call adds around its epoch (checking X and y; for sklstm
+also drawing the initial parameters: 1-3 ms) is printed apart, as the
+whole call's time.
+
 FLOPs: forward per layer-direction ``2 T N 4H (I + H)``; training is counted
 as 3x forward (forward, gradient of the input side, gradient of the weights).
 
@@ -102,7 +109,26 @@ class PeakMemory:
         self.peak_bytes = max(0, _rss_kib("VmHWM") - self._base) * 1024
 
 
+def _median_times(fn, repeats):
+    """Medians over ``repeats`` calls of ``fn`` (after one warm-up) of the
+    seconds of the part it times itself and of the whole call.
+
+    ``fn`` returns the seconds of the epoch proper when the call does more
+    (a fit call also checks its input and initialises the model), or None
+    to have the whole call timed."""
+    fn()  # warm-up
+    parts, calls = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        part = fn()
+        calls.append(time.perf_counter() - start)
+        parts.append(calls[-1] if part is None else part)
+    return statistics.median(parts), statistics.median(calls)
+
+
 def _median_time(fn, repeats):
+    """Median over ``repeats`` calls of ``fn`` (after one warm-up) of the
+    seconds of the whole call."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -113,11 +139,11 @@ def _median_time(fn, repeats):
 
 
 def _time_and_memory(epoch, infer, repeats, mem):
-    """Median times of ``epoch`` and ``infer``, then one more run of each
-    under the peak-memory probe."""
+    """Median times of ``epoch`` (the epoch proper, and the whole call) and
+    ``infer``, then one more run of each under the peak-memory probe."""
     out = {}
     mem.base()
-    out["train"] = _median_time(epoch, repeats)
+    out["train"], out["train_call"] = _median_times(epoch, repeats)
     with mem:
         epoch()
     out["train_mem"] = mem.peak_bytes
@@ -171,6 +197,7 @@ def run_sklstm(workload, n_samples, threads, repeats, mem):
     from threadpoolctl import threadpool_limits
 
     from sklstm import LSTMRegressor
+    from sklstm._base import BaseLSTM
 
     _, T, F, sizes, bidirectional, batch = WORKLOADS[workload]
     X, y = make_data(workload, n_samples)
@@ -179,9 +206,31 @@ def run_sklstm(workload, n_samples, threads, repeats, mem):
         hidden_layer_sizes=sizes, bidirectional=bidirectional, batch_size=batch,
         max_iter=1, shuffle=True, alpha=0.0, random_state=0,
     )
-    with threadpool_limits(threads):
-        out = _time_and_memory(lambda: model.fit(X, y), lambda: model.predict(X),
-                               repeats, mem)
+    # The epoch proper is the fit's one call of _train_one_epoch (shuffle,
+    # minibatches, forward, BPTT, Adam), as the other sides time their
+    # epoch loop; the fit call around it also checks X and y and
+    # initialises the model (reported apart, as "train_call").
+    epoch_seconds = []
+    train_one_epoch = BaseLSTM._train_one_epoch
+
+    def timed_epoch(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return train_one_epoch(self, *args, **kwargs)
+        finally:
+            epoch_seconds.append(time.perf_counter() - start)
+
+    def epoch():
+        epoch_seconds.clear()
+        model.fit(X, y)
+        return epoch_seconds[0]
+
+    BaseLSTM._train_one_epoch = timed_epoch
+    try:
+        with threadpool_limits(threads):
+            out = _time_and_memory(epoch, lambda: model.predict(X), repeats, mem)
+    finally:
+        BaseLSTM._train_one_epoch = train_one_epoch
     assert np.isfinite(model.predict(X[:10])).all()
     return out
 
@@ -246,8 +295,21 @@ def run_keras(workload, n_samples, threads, repeats, mem):
     model = keras.Sequential(stack)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
 
+    class EpochTimer(keras.callbacks.Callback):
+        """The epoch proper of a fit call (Keras also prepares the data)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self.start
+
+    timer = EpochTimer()
+
     def epoch():
-        model.fit(X, y, batch_size=batch, epochs=1, shuffle=True, verbose=0)
+        model.fit(X, y, batch_size=batch, epochs=1, shuffle=True, verbose=0,
+                  callbacks=[timer])
+        return timer.seconds
 
     def infer():
         return model.predict(X, batch_size=INFER_BATCH, verbose=0)
@@ -490,6 +552,16 @@ def _print_table(args, results, peak, memory):
                   f"{sec(ks, w, phase)} {ratio(th, w, phase)} "
                   f"{ratio(ks, w, phase)} {gflops} {pct}            {mems}")
 
+    if sk or ks:
+        print("\nthe whole fit call of one epoch (seconds, median): the epoch "
+              "above plus the checks of X and y and, for sklstm, the model's "
+              "initialisation (PyTorch's loop has no such call):")
+        for w in args.workloads:
+            fit_ratio = (f"{th[w]['train'] / sk[w]['train_call']:6.2f}"
+                         if th and sk else f"{'-':>6}")
+            print(f"{w:4}   sklstm {sec(sk, w, 'train_call')}   keras "
+                  f"{sec(ks, w, 'train_call')}   torch epoch / sklstm call "
+                  f"{fit_ratio}")
     if sk:
         print("\nsklstm training memory per sample (peak / batch) vs the "
               "T*6H*4 bytes per layer-direction that BPTT must keep:")
