@@ -260,30 +260,28 @@ static void NAME##_pack(int kb, int m, const T* D, long ldd, T* Dp,          \
 {                                                                            \
     /* Rows [0, kb) of D into panels of PW columns (each kb x PW), then the  \
        m % PW leftover columns (kb x rest); colsum[j] += D[p, j] in row     \
-       order, when colsum is not NULL. */                                    \
+       order. */                                                             \
     enum { W = SK_VBYTES / sizeof(T), PW = SK_NV * W };                      \
     int m_panel = m / PW * PW, rest = m - m_panel, p, j, v;                  \
     for (j = 0; j < m_panel; j += PW) {                                      \
         T* dst = Dp + (long) j * kb;                                         \
         V sum[SK_NV];                                                        \
-        if (colsum)                                                          \
-            for (v = 0; v < SK_NV; v++) sum[v] = *(const V*) (colsum + j + v * W); \
+        for (v = 0; v < SK_NV; v++) sum[v] = *(const V*) (colsum + j + v * W); \
         for (p = 0; p < kb; p++) {                                           \
             const V* s = (const V*) (D + (long) p * ldd + j);                \
             V* d = (V*) (dst + (long) p * PW);                               \
             for (v = 0; v < SK_NV; v++) {                                    \
                 d[v] = s[v];                                                 \
-                if (colsum) sum[v] += s[v];                                  \
+                sum[v] += s[v];                                              \
             }                                                                \
         }                                                                    \
-        if (colsum)                                                          \
-            for (v = 0; v < SK_NV; v++) *(V*) (colsum + j + v * W) = sum[v]; \
+        for (v = 0; v < SK_NV; v++) *(V*) (colsum + j + v * W) = sum[v];     \
     }                                                                        \
     for (p = 0; p < kb; p++)                                                 \
         for (j = 0; j < rest; j++) {                                         \
             T value = D[(long) p * ldd + m_panel + j];                       \
             Dp[(long) m_panel * kb + (long) p * rest + j] = value;           \
-            if (colsum) colsum[m_panel + j] += value;                        \
+            colsum[m_panel + j] += value;                                    \
         }                                                                    \
 }                                                                            \
 static void NAME##_block(int n_y, int m_g, int kb, const T* Y, int ldy,    \
