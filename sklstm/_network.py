@@ -361,7 +361,9 @@ class LSTMNetwork:
                 else:
                     dhidden = xp.ascontiguousarray(dlayer_output[:, :, columns])
                 dX, dW_ih, dW_hh, dbias, *dW_hr = backend.backward(
-                    dhidden, direction_caches[direction]
+                    dhidden, direction_caches[direction],
+                    # The data's gradient is wanted by tests only.
+                    input_grad=layer > 0 or return_input_grad,
                 )
                 dviews = dlayers[layer][direction]
                 if dW_hr:
@@ -370,7 +372,8 @@ class LSTMNetwork:
                 dviews["W_hh"][...] = dW_hh
                 dviews["b_ih"][...] = dbias
                 dviews["b_hh"][...] = dbias
-                dinput = dX if dinput is None else dinput + dX
+                if dX is not None:
+                    dinput = dX if dinput is None else dinput + dX
             if layer > 0:
                 mask = layer_caches[layer - 1][1]
                 dlayer_output = dinput if mask is None else dinput * mask

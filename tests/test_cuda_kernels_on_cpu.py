@@ -186,6 +186,17 @@ def test_inference_matches_training_forward(host_ops, rng, dtype, reverse,
         assert hidden_inf is None
 
 
+def test_backward_skips_the_input_gradient_on_request(host_ops, rng):
+    X, lengths, weights = _layer(rng, np.float64, lengths=[6, 5, 5, 3, 1])
+    gpu = CupyBackend(ops=host_ops)
+    dhidden = rng.standard_normal((6, 5, 4))
+    grads = [gpu.backward(dhidden, gpu.forward(X, lengths, **weights)[3],
+                          input_grad=flag) for flag in (True, False)]
+    assert grads[1][0] is None and grads[0][0].shape == X.shape
+    for ours, full in zip(grads[1][1:], grads[0][1:]):
+        np.testing.assert_array_equal(ours, full)
+
+
 def test_one_launch_per_step(host_ops, rng):
     """One fused kernel per step forward and per step backward (DESIGN §4)."""
     X, lengths, weights = _layer(rng, np.float32, n_steps=7)

@@ -399,13 +399,14 @@ def test_threads_run_concurrently_and_agree():
 
 def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
                  W_hr=None, n_parts=0, chunked_grads=-1, packed_weights=False,
-                 own_weight_grads=-1, kernels=_lstm_fast):
+                 own_weight_grads=-1, kernels=_lstm_fast, input_grad=True):
     """lstm_forward + lstm_backward of the build ``kernels`` called directly
     with ``n_threads`` (and ``n_parts`` pieces of work; 0: one per thread).
     With ``packed_weights`` they get the workspaces the backend gives:
     packed panels of the weights, and without a projection the one product
     per step on [x_t | h_prev]. ``own_weight_grads`` is passed to backward,
-    with the workspace it needs."""
+    with the workspace it needs. Without ``input_grad``, backward gets no
+    ``dX`` (returned as None)."""
     T, B, n_in = X.shape
     P = W_hh.shape[1]
     H = P if W_hr is None else W_hr.shape[1]
@@ -436,8 +437,9 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
     kernels.lstm_forward(X, lengths, W_ih, W_hh, bias, reverse, True, gates,
                          cells, hidden, h_n, c_n, np.empty((B, 4 * H), dtype),
                          n_threads, n_parts=n_parts, **fwd_proj)
-    grads = [np.empty(X.shape, dtype), np.empty(W_ih.shape, dtype),
-             np.empty(W_hh.shape, dtype), np.empty(4 * H, dtype)] + grads
+    grads = [np.empty(X.shape, dtype) if input_grad else None,
+             np.empty(W_ih.shape, dtype), np.empty(W_hh.shape, dtype),
+             np.empty(4 * H, dtype)] + grads
     kernels.lstm_backward(
         X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
         *grads[:4], np.empty((T, B, 4 * H), dtype), np.empty((B, 4 * H), dtype),
@@ -463,6 +465,59 @@ def test_threaded_kernels_match_single_thread(n_threads, reverse, dtype):
     actual = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads)
     for a, e in zip(actual, expected):
         np.testing.assert_allclose(a, e, **TOL[dtype])
+
+
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
+@pytest.mark.parametrize("chunked_grads", [0, 1])
+@pytest.mark.parametrize("projected", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_backward_without_input_grad_leaves_the_other_gradients_unchanged(
+    n_threads, reverse, projected, chunked_grads, kernels
+):
+    """dX=None skips dX = dgates @ W_ih only: every other output is the same
+    bit for bit, on the chunked and the post-loop paths, with sklstm's
+    weight gradients and BLAS, with 1 and 9 inputs (row dots, and a whole
+    vector plus a leftover column)."""
+    for n_in in (1, 9):
+        for dtype in DTYPES:
+            rng = np.random.default_rng(n_in)
+            lengths = np.sort(rng.integers(1, 8, size=21))[::-1].copy()
+            lengths[0] = 7
+            X, lengths, W_ih, W_hh, bias, dhidden = _problem(7, n_in, 12,
+                                                             lengths, dtype)
+            W_hr = None
+            if projected:
+                W_hh = np.ascontiguousarray(W_hh[:, :5])
+                W_hr = rng.standard_normal((5, 12)).astype(dtype)
+                dhidden = np.ascontiguousarray(dhidden[:, :, :5])
+            for own in (0, 1):
+                kwargs = dict(W_hr=W_hr, chunked_grads=chunked_grads,
+                              own_weight_grads=own, packed_weights=True,
+                              kernels=kernels)
+                full = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden,
+                                    reverse, n_threads, **kwargs)
+                lean = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden,
+                                    reverse, n_threads, input_grad=False,
+                                    **kwargs)
+                assert lean[3] is None and np.isfinite(full[3]).all()
+                for position, (a, e) in enumerate(zip(lean, full)):
+                    if position != 3:
+                        np.testing.assert_array_equal(a, e)
+
+
+def test_backends_skip_the_input_gradient_on_request():
+    """backward(input_grad=False) returns dX as None and the same weight
+    gradients, on the CPU and the reference backends."""
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(*CASES["variable"],
+                                                     np.float64)
+    for backend in (CPUBackend(), ReferenceBackend()):
+        grads = [backend.backward(dhidden, backend.forward(
+            X, lengths, W_ih, W_hh, bias)[3], input_grad=flag)
+            for flag in (True, False)]
+        assert grads[1][0] is None and grads[0][0].shape == X.shape
+        for a, e in zip(grads[1][1:], grads[0][1:]):
+            np.testing.assert_array_equal(a, e)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

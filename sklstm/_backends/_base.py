@@ -79,7 +79,7 @@ class LSTMBackend(ABC):
         """
 
     @abstractmethod
-    def backward(self, dhidden, cache):
+    def backward(self, dhidden, cache, input_grad=True):
         """Backpropagation through time for one layer-direction.
 
         Parameters
@@ -89,10 +89,14 @@ class LSTMBackend(ABC):
             padding rows are ignored.
         cache : object
             What :meth:`forward` returned with ``training=True``.
+        input_grad : bool, default=True
+            Compute ``dX``. The first layer's input is the data, whose
+            gradient training does not need: one GEMM of the size of
+            ``dW_ih``'s is saved.
 
         Returns
         -------
-        dX : array of shape (T, B, I)
+        dX : array of shape (T, B, I), or None without ``input_grad``
             Gradient with respect to the input, zero on padding.
         dW_ih : array of shape (4H, I)
         dW_hh : array of shape (4H, H)

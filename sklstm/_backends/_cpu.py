@@ -473,7 +473,7 @@ class CPUBackend(LSTMBackend):
                      hidden, [True])  # fmt: skip
         return (hidden if return_sequences else None), h_n, c_n, cache
 
-    def backward(self, dhidden, cache):
+    def backward(self, dhidden, cache, input_grad=True):
         """Backpropagation through time; see ``LSTMBackend.backward``.
 
         With a projection it also returns ``dW_hr``, and holds two more
@@ -495,7 +495,7 @@ class CPUBackend(LSTMBackend):
         n_out = W_hh.shape[1]
         n_units = n_out if W_hr is None else W_hr.shape[1]
 
-        dX = np.empty(X.shape, dtype=dtype)
+        dX = np.empty(X.shape, dtype=dtype) if input_grad else None
         dW_ih = np.empty(W_ih.shape, dtype=dtype)
         dW_hh = np.empty(W_hh.shape, dtype=dtype)
         dbias = np.empty(4 * n_units, dtype=dtype)

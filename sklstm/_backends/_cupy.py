@@ -457,7 +457,7 @@ class CupyBackend(LSTMBackend):
             hidden_out = layout.to_times(hidden)
         return hidden_out, h_n, c_n, cache
 
-    def backward(self, dhidden, cache):
+    def backward(self, dhidden, cache, input_grad=True):
         """Backpropagation through time; see ``LSTMBackend.backward``."""
         xp, ops = self.xp, self.ops
         X_steps, layout, W_ih, W_hh, W_hr, gates, cells, hidden, m_seq = cache
@@ -512,8 +512,10 @@ class CupyBackend(LSTMBackend):
                 ops.gemm(dgates[1:].reshape(-1, 4 * n_units).T,
                          hidden[:-1].reshape(-1, n_out), dW_hh)
             # dX = dgates @ W_ih (zero on padding, where dgates is zero).
-            dX_steps = xp.empty(X_steps.shape, dtype=dtype)
-            ops.gemm(dgates_rows, W_ih, dX_steps.reshape(-1, n_features))
+            dX_steps = None
+            if input_grad:
+                dX_steps = xp.empty(X_steps.shape, dtype=dtype)
+                ops.gemm(dgates_rows, W_ih, dX_steps.reshape(-1, n_features))
             dbias = dgates_rows.sum(axis=0)
             dW_hr = None
             if W_hr is not None:
@@ -522,7 +524,7 @@ class CupyBackend(LSTMBackend):
                 ops.gemm(dhid.reshape(-1, n_out).T, m_seq.reshape(-1, n_units),
                          dW_hr)
 
-        dX = layout.to_times(dX_steps)
+        dX = None if dX_steps is None else layout.to_times(dX_steps)
         if W_hr is not None:
             return dX, dW_ih, dW_hh, dbias, dW_hr
         return dX, dW_ih, dW_hh, dbias

@@ -57,7 +57,7 @@ class ReferenceBackend(LSTMBackend):
             cache = (X, lengths, W_ih, W_hh, W_hr, reverse, gates, cells, hidden)
         return (hidden if return_sequences else None), h, c, cache
 
-    def backward(self, dhidden, cache):
+    def backward(self, dhidden, cache, input_grad=True):
         X, lengths, W_ih, W_hh, W_hr, reverse, gates, cells, hidden = cache
         n_steps, n_seq, _ = X.shape
         n_units, n_out = W_hh.shape[0] // 4, W_hh.shape[1]
@@ -100,6 +100,8 @@ class ReferenceBackend(LSTMBackend):
             dW_hh += dgates.T @ h_prev
             dbias += dgates.sum(axis=0)
 
+        if not input_grad:
+            dX = None
         if W_hr is not None:
             return dX, dW_ih, dW_hh, dbias, dW_hr
         return dX, dW_ih, dW_hh, dbias

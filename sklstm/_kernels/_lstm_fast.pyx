@@ -252,7 +252,7 @@ cdef void _input_grad_part(Py_ssize_t part, Py_ssize_t n_parts, int rows,
     # W_ih's last n_in - n_vec columns as rows (W_ih fits in L1_BYTES here).
     cdef double W_t_space[L1_DOUBLES]
     cdef floating* W_t = <floating*> W_t_space
-    if hi <= lo:
+    if hi <= lo or dX_p == NULL:  # NULL: the caller does not want dX
         return
     if <Py_ssize_t> G * n_in * sizeof(floating) <= L1_BYTES:
         if n_vec > 0:
@@ -1277,7 +1277,9 @@ def lstm_backward(
     const floating[:, :, ::1] hidden,   # (T, B, P) from lstm_forward, zero on
                                         #   padding (dW_hh relies on it)
     const floating[:, :, ::1] dhidden,  # (T, B, P) dL/dhidden; padding ignored
-    floating[:, :, ::1] dX,             # (T, B, I) out, zero on padding
+    floating[:, :, ::1] dX,             # (T, B, I) out, zero on padding;
+                                        #   None: not computed (a first
+                                        #   layer's input needs none)
     floating[:, ::1] dW_ih,             # (4H, I) out
     floating[:, ::1] dW_hh,             # (4H, P) out
     floating[::1] dbias,                # (4H,) out
@@ -1331,7 +1333,8 @@ def lstm_backward(
     _check_shape("cells", _shape3(cells.shape), (T, B, H))
     _check_shape("hidden", _shape3(hidden.shape), (T, B, P))
     _check_shape("dhidden", _shape3(dhidden.shape), (T, B, P))
-    _check_shape("dX", _shape3(dX.shape), (T, B, n_in))
+    if dX is not None:
+        _check_shape("dX", _shape3(dX.shape), (T, B, n_in))
     _check_shape("dgates", _shape3(dgates.shape), (T, B, G))
     _check_shape("dW_ih", _shape2(dW_ih.shape), (G, n_in))
     _check_shape("dW_hh", _shape2(dW_hh.shape), (G, P))
@@ -1368,7 +1371,7 @@ def lstm_backward(
     cdef const floating* cells_p = &cells[0, 0, 0]
     cdef const floating* hidden_p = &hidden[0, 0, 0]
     cdef const floating* dhidden_p = &dhidden[0, 0, 0]
-    cdef floating* dX_p = &dX[0, 0, 0]
+    cdef floating* dX_p = NULL if dX is None else &dX[0, 0, 0]
     cdef floating* dW_ih_p = &dW_ih[0, 0]
     cdef floating* dW_hh_p = &dW_hh[0, 0]
     cdef floating* dbias_p = &dbias[0]
