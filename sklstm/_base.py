@@ -387,14 +387,14 @@ class BaseLSTM(BaseEstimator, ABC):
 
         weight_mask = network.weight_mask()
         batch_size = self._batch_size(len(train))
-        graphs = self._minibatch_graphs(network, backend, params, weight_mask)
+        steps = self._minibatch_steps(network, backend, params, weight_mask)
         converged = False
         for _ in range(1 if incremental else self.max_iter):
             start = time.perf_counter()
             epoch_loss = self._train_one_epoch(
                 network, backend, params, optimizer, X, lengths, Y, sample_weight,
                 train, batch_size, rng, weight_mask, epoch=len(history["loss_curve"]),
-                graphs=graphs,
+                steps=steps,
             )
             history["t"] += len(train)
             history["loss_curve"].append(epoch_loss)
@@ -479,15 +479,18 @@ class BaseLSTM(BaseEstimator, ABC):
                 ConvergenceWarning,
             )
 
-    def _minibatch_graphs(self, network, backend, params, weight_mask):
-        """CUDA-graph replay of minibatches on a GPU backend, else None.
+    def _minibatch_steps(self, network, backend, params, weight_mask):
+        """The backend's own runner of this fit's minibatches, or None.
 
-        Graphs replay fixed kernels on fixed memory: they are used for
-        ``output="last"`` without dropout masks to draw (one layer, or
-        ``dropout=0``); per minibatch, only when all its sequences have the
-        full length (see ``_backends/_graphs.py``).
+        The GPU backend replays them as CUDA graphs (``_backends/_graphs.py``)
+        and the CPU backend runs them on workspaces kept across minibatches
+        (``_backends/_cpu_steps.py``). Both cover ``output="last"`` without
+        dropout masks to draw (one layer, or ``dropout=0``); a runner may
+        still hand a minibatch back to the general path (``run`` returns
+        None), e.g. a graph for one whose sequences do not all have the
+        full length.
         """
-        make = getattr(backend, "minibatch_graphs", None)
+        make = getattr(backend, "minibatch_steps", None)
         if (make is None or self.output != "last"
                 or (self.dropout > 0 and len(network.hidden_layer_sizes) > 1)):
             return None
@@ -496,15 +499,15 @@ class BaseLSTM(BaseEstimator, ABC):
 
     def _train_one_epoch(self, network, backend, params, optimizer, X, lengths, Y,
                          sample_weight, train, batch_size, rng, weight_mask, epoch,
-                         graphs=None):
+                         steps=None):
         """One pass of minibatch updates over the ``train`` rows; the mean loss.
 
         Minibatches are gathered on the host and copied to the backend's
         device (``xp.asarray``, a no-op on the CPU). On a device the losses
         are summed there and read once, at the end of the epoch: reading
         each one would wait for the device after every minibatch. With
-        ``graphs`` (a GPU fit), a minibatch whose shape has been captured
-        is one CUDA-graph replay.
+        ``steps`` (see :meth:`_minibatch_steps`), a minibatch it takes is
+        computed there.
         """
         xp = backend.xp
         on_device = getattr(backend, "on_device", False)
@@ -526,10 +529,10 @@ class BaseLSTM(BaseEstimator, ABC):
                 n_steps = X_batch.shape[0]
                 Y_batch = np.ascontiguousarray(Y_batch[:, :n_steps].transpose(1, 0, 2))
                 weight_batch = np.ascontiguousarray(weight_batch[:, :n_steps].T)
-            replayed = None if graphs is None else graphs.run(
+            computed = None if steps is None else steps.run(
                 X_batch, batch_lengths, Y_batch, weight_batch)
-            if replayed is not None:
-                loss, grad = replayed
+            if computed is not None:
+                loss, grad = computed
             else:
                 loss, grad = network.loss_and_grad(
                     backend, params, xp.asarray(X_batch), batch_lengths,

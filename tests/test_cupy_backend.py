@@ -264,13 +264,13 @@ def test_fit_replays_cuda_graphs_and_matches_the_eager_fit(monkeypatch,
                   alpha=1e-3, max_iter=3, batch_size=32, random_state=0,
                   device="cuda")
     made = []
-    original = CupyBackend.minibatch_graphs
+    original = CupyBackend.minibatch_steps
 
     def spy(self, *args, **kwargs):
         made.append(original(self, *args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(CupyBackend, "minibatch_graphs", spy)
+    monkeypatch.setattr(CupyBackend, "minibatch_steps", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback
         graphed = LSTMRegressor(**params).fit(X, y)

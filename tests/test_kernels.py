@@ -754,17 +754,16 @@ def test_fit_holds_blas_at_one_thread_and_restores_it(monkeypatch):
     from threadpoolctl import threadpool_limits
 
     from sklstm import LSTMRegressor
-    from sklstm._backends._cpu import _thread_plan
-    from sklstm._network import LSTMNetwork
+    from sklstm._backends import _cpu
 
     seen = []
-    original = LSTMNetwork.loss_and_grad
+    original = _cpu.lstm_forward
 
-    def recording(self, *args, **kwargs):
-        seen.append((_max_blas_threads(), _thread_plan(4096, 512)[0]))
-        return original(self, *args, **kwargs)
+    def recording(*args, **kwargs):
+        seen.append((_max_blas_threads(), _cpu._thread_plan(4096, 512)[0]))
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(LSTMNetwork, "loss_and_grad", recording)
+    monkeypatch.setattr(_cpu, "lstm_forward", recording)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((20, 4, 2)).astype(np.float32)
     with threadpool_limits(2):

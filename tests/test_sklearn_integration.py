@@ -158,21 +158,22 @@ def _blas_threads():
 
 
 def test_fit_obeys_threadpool_limits(rng, monkeypatch):
-    """Inside threadpool_limits(1), every minibatch runs on one BLAS thread."""
-    from sklstm._network import LSTMNetwork
+    """Inside threadpool_limits(1), every kernel call of every minibatch runs
+    on one thread, with BLAS at one thread."""
+    from sklstm._backends import _cpu
 
     seen = []
-    original = LSTMNetwork.loss_and_grad
+    original = _cpu.lstm_forward
 
-    def recording(self, *args, **kwargs):
-        seen.append(_blas_threads())
-        return original(self, *args, **kwargs)
+    def recording(*args, **kwargs):
+        seen.append((_blas_threads(), kwargs["n_threads"], kwargs["n_parts"]))
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(LSTMNetwork, "loss_and_grad", recording)
+    monkeypatch.setattr(_cpu, "lstm_forward", recording)
     X, y = _sequences(rng, n=30)
     with threadpool_limits(1):
         LSTMRegressor(hidden_layer_sizes=(3,), max_iter=2).fit(X, y)
-    assert seen and set(seen) == {1}
+    assert seen and set(seen) == {(1, 1, 1)}
 
 
 def _threads_during_fit(estimator, X, y):

@@ -370,6 +370,14 @@ class CPUBackend(LSTMBackend):
         """BLAS held at one thread for a whole fit or predict (``_BlasHold``)."""
         return _blas_hold()
 
+    def minibatch_steps(self, network, params, *, alpha, weight_mask):
+        """A :class:`~._cpu_steps.CPUMinibatchSteps` for one fit: its
+        minibatches on workspaces kept across them."""
+        from ._cpu_steps import CPUMinibatchSteps
+
+        return CPUMinibatchSteps(network, self, params, alpha=alpha,
+                                 weight_mask=weight_mask)
+
     def forward(
         self,
         X,

@@ -324,7 +324,7 @@ class CupyBackend(LSTMBackend):
         """Adam's step as one kernel (see ``LSTMOps.adam_update``)."""
         self.ops.adam_update(*args, **kwargs)
 
-    def minibatch_graphs(self, network, params, *, alpha, weight_mask):
+    def minibatch_steps(self, network, params, *, alpha, weight_mask):
         """A :class:`~._graphs.MinibatchGraphs` for one fit, or None when
         the ops cannot capture graphs."""
         from ._graphs import MinibatchGraphs

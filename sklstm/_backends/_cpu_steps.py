@@ -1,0 +1,309 @@
+"""The CPU fit's minibatch step, with its workspaces kept from one minibatch
+to the next.
+
+Why: at the sizes scikit-learn users train, a minibatch's kernels are short
+(W1 of ``benchmarks/bench_cpu.py``: ~220 us for forward and backward), and
+the general path around them costs almost as much again. Through
+``LSTMNetwork.loss_and_grad`` and ``CPUBackend``, each layer-direction's
+forward and backward take a dozen workspaces from the pool and give them
+back, allocate their outputs, make the weights contiguous, build the keys
+of the thread chooser, and the network then copies the gradients into the
+flat buffer.
+
+How: a fit makes one :class:`CPUMinibatchSteps`. For each minibatch size it
+keeps one set of arrays per layer-direction (sized for the longest
+minibatch seen so far; a shorter one uses their first ``T`` steps), the
+views of the parameters and of the gradient buffer, and each kernel call's
+thread plan and chooser key, all made once. A minibatch is then the kernel
+calls, on positional arguments, with the weight gradients written straight
+into the gradient buffer, and the head, loss and L2 term in a few NumPy
+calls on arrays kept here.
+
+It computes what ``LSTMNetwork.loss_and_grad`` computes, with the same
+kernels, pieces and operations in the same order, so the results are the
+same bit for bit (``tests/test_cpu_steps.py``). It covers what most fits
+are: ``output="last"``, no projection, no dropout masks to draw (one layer,
+or ``dropout=0``), any number of layers and directions, every loss. Other
+fits, and fits outside the main thread (where BLAS is not held at one
+thread for the whole fit, see ``_cpu._BlasHold``), run the general path.
+"""
+
+import time
+
+import numpy as np
+
+from .._losses import LOSSES
+from .._network import all_full_length
+from . import _cpu
+
+#: Set to False to run every minibatch through the general path.
+ENABLED = True
+
+
+def _specialised(kernel, dtype):
+    """The float or double specialisation of a fused Cython kernel: calling
+    it skips the dispatch on the arguments' types (~1-2 us a call)."""
+    if getattr(kernel, "__signatures__", None):
+        return kernel["float" if dtype == np.float32 else "double"]
+    return kernel
+
+
+class _LayerDirection:
+    """One layer-direction's arrays for minibatches of ``n_seq`` sequences
+    of up to ``n_steps`` steps, and its kernel calls' thread plan."""
+
+    def __init__(self, n_steps, n_seq, n_inputs, n_units, dtype, input_grad):
+        G = 4 * n_units
+        empty = np.empty
+        self.n_steps = n_steps
+        # Forward: what backward reads, the outputs, and the workspaces.
+        self.gates = empty((n_steps, n_seq, G), dtype)
+        self.cells = empty((n_steps, n_seq, n_units), dtype)
+        self.hidden = empty((n_steps, n_seq, n_units), dtype)
+        self.h_n = empty((n_seq, n_units), dtype)
+        self.c_n = empty((n_seq, n_units), dtype)
+        self.step_gates = empty((n_seq, G), dtype)
+        self.xh = empty((n_seq, n_inputs + n_units), dtype)
+        self.W_cat_t = empty((n_inputs + n_units, G), dtype)
+        # Backward: dhidden (the top layer's is zero but where the head
+        # reads), dX (not for the data), and the workspaces.
+        self.dhidden = np.zeros((n_steps, n_seq, n_units), dtype)
+        self.dX = empty((n_steps, n_seq, n_inputs), dtype) if input_grad else None
+        self.dgates = empty((n_steps, n_seq, G), dtype)
+        self.dgates_step = empty((n_seq, G), dtype)
+        self.dh_rec = empty((n_seq, n_units), dtype)
+        self.dc_state = empty((n_seq, n_units), dtype)
+        self.W_hh_packed = (empty((G, n_units), dtype)
+                            if G * n_units * dtype.itemsize > _cpu._PACK_MIN_BYTES
+                            else None)
+        # As CPUBackend's calls: the pieces, and whether they always run on
+        # all threads (else the minibatch's chosen thread count runs them).
+        self.n_parts, _ = _cpu._thread_plan(n_seq, n_units)
+        self.always_split = (self.n_parts == 1 or _cpu._step_work(n_seq, n_units)
+                             >= self.n_parts * _cpu._MIN_WORK_ALWAYS_SPLIT)
+        self.weight_grad_work = None
+        if _cpu.uses_own_weight_grads(G, n_inputs, n_units, dtype.itemsize):
+            self.weight_grad_work = empty(_cpu.weight_grad_workspace_size(
+                G, n_inputs, n_units, self.n_parts, dtype.itemsize), dtype)
+
+    def steps(self, T):
+        """The time-major arrays cut to ``T`` steps: (gates, cells, hidden,
+        dhidden, dX, dgates), C-contiguous views."""
+        arrays = (self.gates, self.cells, self.hidden, self.dhidden, self.dX,
+                  self.dgates)
+        if T == self.n_steps:
+            return arrays
+        return tuple(None if a is None else a[:T] for a in arrays)
+
+
+class _Plan:
+    """Everything a minibatch of one size needs: the layer-directions'
+    arrays and the network's (concatenations, the head's)."""
+
+    def __init__(self, network, n_steps, n_seq, dtype):
+        D = network.n_directions
+        self.n_steps = n_steps
+        self.layers = []
+        self.concat = []  # per layer: (T, B, D*H) output of both directions
+        self.dconcat = []  # per layer: the sum of both directions' dX (T, B, I)
+        n_inputs = network.n_features
+        for layer, n_units in enumerate(network.hidden_layer_sizes):
+            self.layers.append([
+                _LayerDirection(n_steps, n_seq, n_inputs, n_units, dtype,
+                                input_grad=layer > 0)
+                for _ in range(D)
+            ])
+            two = D == 2
+            self.concat.append(np.empty((n_steps, n_seq, 2 * n_units), dtype)
+                               if two else None)
+            self.dconcat.append(np.empty((n_steps, n_seq, n_inputs), dtype)
+                                if two and layer > 0 else None)
+            n_inputs = D * n_units
+        all_lds = [ld for lds in self.layers for ld in lds]
+        self.n_parts = max(ld.n_parts for ld in all_lds)
+        # The thread chooser measures whole minibatches (one choice and one
+        # timing for all their kernel calls) when some call is its to choose.
+        self.chosen = not all(ld.always_split for ld in all_lds)
+        self.key = ("minibatch", network.n_features, network.hidden_layer_sizes,
+                    D, n_seq, dtype, self.n_parts)
+        width = D * network.hidden_layer_sizes[-1]
+        self.head_input = np.empty((n_seq, width), dtype) if D == 2 else None
+        self.raw = np.empty((n_seq, network.n_outputs), dtype)
+        self.dhead_input = np.empty((n_seq, width), dtype)
+        self.arange = np.arange(n_seq)
+
+
+class CPUMinibatchSteps:
+    """The loss and gradient of a CPU fit's minibatches, on kept workspaces.
+
+    Parameters
+    ----------
+    network : LSTMNetwork
+    backend : CPUBackend
+    params : ndarray of shape (n_params,)
+        The flat parameters, updated in place between minibatches: the views
+        of them are made once.
+    alpha : float
+    weight_mask : ndarray of shape (n_params,)
+        1 on weights, 0 on biases, in ``params``' dtype.
+    max_plans : int, default=4
+        Minibatch sizes kept (a fit has one, and a smaller last one). Other
+        sizes run the general path.
+    """
+
+    def __init__(self, network, backend, params, *, alpha, weight_mask,
+                 max_plans=4):
+        self._network = network
+        self._params = params
+        self._dtype = params.dtype
+        self._alpha = alpha
+        self._weight_mask = weight_mask
+        self._loss = LOSSES[network.loss]
+        self._grad = np.empty_like(params)
+        self._scratch = np.empty_like(params) if alpha > 0 else None
+        self._layer_views, self._head = network._param_views(params)
+        self._dlayer_views, self._dhead = network._param_views(self._grad)
+        self._bias = [[np.empty(4 * n_units, params.dtype)
+                       for _ in range(network.n_directions)]
+                      for n_units in network.hidden_layer_sizes]
+        self._forward_kernel = _specialised(_cpu.lstm_forward, params.dtype)
+        self._backward_kernel = _specialised(_cpu.lstm_backward, params.dtype)
+        self._plans = {}  # n_seq -> _Plan
+        self._max_plans = max_plans
+        self.enabled = (ENABLED and network.output == "last"
+                        and not network.proj_size
+                        and params.dtype in (np.float32, np.float64)
+                        and _cpu._blas_hold.limit is not None)
+        #: How many minibatches ran here (tests read it).
+        self.n_runs = 0
+
+    def _plan(self, n_steps, n_seq):
+        plan = self._plans.get(n_seq)
+        if plan is None or plan.n_steps < n_steps:
+            if plan is None and len(self._plans) >= self._max_plans:
+                return None
+            plan = self._plans[n_seq] = _Plan(self._network, n_steps, n_seq,
+                                              self._dtype)
+        return plan
+
+    def run(self, X_batch, lengths, Y_batch, weight_batch):
+        """``(loss, grad)`` of a minibatch, or None: compute it eagerly.
+
+        ``X_batch`` (T, B, F) in ``params``' dtype, ``lengths`` (B,) sorted
+        in descending order, ``Y_batch`` (B, n_outputs) and ``weight_batch``
+        (B,), as the fit loop gathers them. ``grad`` is an array of this
+        object's, overwritten by the next minibatch.
+        """
+        if (not self.enabled or Y_batch.ndim != 2 or X_batch.dtype != self._dtype
+                or _cpu._blas_hold.limit is None):
+            return None
+        n_steps, n_seq, _ = X_batch.shape
+        plan = self._plan(n_steps, n_seq)
+        if plan is None:
+            return None
+        self.n_runs += 1
+        network = self._network
+        forward, backward = self._forward_kernel, self._backward_kernel
+        chooser = _cpu._thread_chooser
+        n_threads = (chooser.choose(plan.key, plan.n_parts) if plan.chosen
+                     else plan.n_parts)
+        start = time.perf_counter()
+        D = network.n_directions
+        n_layers = len(network.hidden_layer_sizes)
+
+        # Forward, layer by layer (as LSTMNetwork.forward with training).
+        layer_input = X_batch
+        inputs = []  # each layer's input, for its backward
+        for layer in range(n_layers):
+            inputs.append(layer_input)
+            for direction in range(D):
+                views = self._layer_views[layer][direction]
+                ld = plan.layers[layer][direction]
+                bias = np.add(views["b_ih"], views["b_hh"],
+                              out=self._bias[layer][direction])
+                gates, cells, hidden = ld.steps(n_steps)[:3]
+                forward(layer_input, lengths, views["W_ih"], views["W_hh"], bias,
+                        bool(direction), True, gates, cells, hidden, ld.h_n,
+                        ld.c_n, ld.step_gates, xh=ld.xh, W_cat_t=ld.W_cat_t,
+                        n_parts=ld.n_parts,
+                        n_threads=(ld.n_parts if ld.always_split
+                                   else min(n_threads, ld.n_parts)))
+            lds = plan.layers[layer]
+            if D == 2:
+                layer_input = np.concatenate(
+                    [lds[0].steps(n_steps)[2], lds[1].steps(n_steps)[2]], axis=2,
+                    out=plan.concat[layer][:n_steps])
+            else:
+                layer_input = lds[0].steps(n_steps)[2]
+
+        # The head on the last hidden states, the loss, and back to them.
+        head, dhead = self._head, self._dhead
+        top = plan.layers[-1]
+        if D == 2:
+            head_input = np.concatenate([top[0].h_n, top[1].h_n], axis=1,
+                                        out=plan.head_input)
+        else:
+            head_input = top[0].h_n
+        raw = np.matmul(head_input, head["W_out"].T, out=plan.raw)
+        raw += head["b_out"]
+        loss, draw = self._loss(Y_batch, raw, weight_batch)
+        draw = draw.astype(self._dtype, copy=False)
+        np.matmul(draw.T, head_input, out=dhead["W_out"])
+        np.add.reduce(draw, axis=0, out=dhead["b_out"])
+        dhead_input = np.matmul(draw, head["W_out"], out=plan.dhead_input)
+
+        # Backward, layer by layer (as LSTMNetwork.backward).
+        full_length = all_full_length(lengths, n_steps)
+        dlayer_output = None
+        for layer in reversed(range(n_layers)):
+            n_units = network.hidden_layer_sizes[layer]
+            lds = plan.layers[layer]
+            for direction in range(D):
+                ld = lds[direction]
+                views = self._layer_views[layer][direction]
+                dviews = self._dlayer_views[layer][direction]
+                gates, cells, hidden, dhidden, dX, dgates = ld.steps(n_steps)
+                columns = slice(direction * n_units, (direction + 1) * n_units)
+                if layer == n_layers - 1:
+                    # Zero but where the head read h: t = length - 1
+                    # (forward) or t = 0 (reverse); zeroed again after.
+                    if direction or full_length:
+                        where = (0 if direction else n_steps - 1)
+                    else:
+                        where = (lengths - 1, plan.arange[:n_seq])
+                    dhidden[where] = dhead_input[:, columns]
+                elif D == 2:
+                    np.copyto(dhidden, dlayer_output[:, :, columns])
+                else:
+                    dhidden = dlayer_output
+                backward(inputs[layer], lengths, views["W_ih"], views["W_hh"],
+                         bool(direction), gates, cells, hidden, dhidden, dX,
+                         dviews["W_ih"], dviews["W_hh"], dviews["b_ih"], dgates,
+                         ld.dgates_step, ld.dh_rec, ld.dc_state,
+                         W_hh_packed=ld.W_hh_packed,
+                         weight_grad_work=ld.weight_grad_work, n_parts=ld.n_parts,
+                         n_threads=(ld.n_parts if ld.always_split
+                                    else min(n_threads, ld.n_parts)))
+                dviews["b_hh"][...] = dviews["b_ih"]
+                if layer == n_layers - 1:
+                    dhidden[where] = 0
+            if layer > 0:
+                if D == 2:
+                    dlayer_output = np.add(lds[0].steps(n_steps)[4],
+                                           lds[1].steps(n_steps)[4],
+                                           out=plan.dconcat[layer][:n_steps])
+                else:
+                    dlayer_output = lds[0].steps(n_steps)[4]
+
+        if plan.chosen:
+            chooser.record(plan.key, n_threads,
+                           (time.perf_counter() - start) / n_steps)
+        grad = self._grad
+        if self._alpha > 0:
+            # As LSTMNetwork.loss_and_grad: the same operations, in place.
+            weights = np.multiply(self._params, self._weight_mask,
+                                  out=self._scratch)
+            loss += 0.5 * self._alpha * float(np.dot(weights, weights)) / n_seq
+            weights *= self._alpha / n_seq
+            grad += weights
+        return loss, grad
