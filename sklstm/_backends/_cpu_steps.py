@@ -50,9 +50,15 @@ def _specialised(kernel, dtype):
 
 class _LayerDirection:
     """One layer-direction's arrays for minibatches of ``n_seq`` sequences
-    of up to ``n_steps`` steps, and its kernel calls' thread plan."""
+    of up to ``n_steps`` steps, and its kernel calls' thread plan.
 
-    def __init__(self, n_steps, n_seq, n_inputs, n_units, dtype, input_grad):
+    ``input_grad``: backward computes ``dX`` (not for the data).
+    ``own_dhidden``: backward reads ``dhidden`` from an array of its own (the
+    top layer's, and a layer's below two directions); one direction below
+    reads the dX of the layer above in place."""
+
+    def __init__(self, n_steps, n_seq, n_inputs, n_units, dtype, input_grad,
+                 own_dhidden):
         G = 4 * n_units
         empty = np.empty
         self.n_steps = n_steps
@@ -66,8 +72,9 @@ class _LayerDirection:
         self.xh = empty((n_seq, n_inputs + n_units), dtype)
         self.W_cat_t = empty((n_inputs + n_units, G), dtype)
         # Backward: dhidden (the top layer's is zero but where the head
-        # reads), dX (not for the data), and the workspaces.
-        self.dhidden = np.zeros((n_steps, n_seq, n_units), dtype)
+        # reads), dX, and the workspaces.
+        self.dhidden = (np.zeros((n_steps, n_seq, n_units), dtype)
+                        if own_dhidden else None)
         self.dX = empty((n_steps, n_seq, n_inputs), dtype) if input_grad else None
         self.dgates = empty((n_steps, n_seq, G), dtype)
         self.dgates_step = empty((n_seq, G), dtype)
@@ -104,18 +111,24 @@ class _Plan:
         D = network.n_directions
         self.n_steps = n_steps
         self.layers = []
-        self.concat = []  # per layer: (T, B, D*H) output of both directions
-        self.dconcat = []  # per layer: the sum of both directions' dX (T, B, I)
+        # Per layer below the top, with two directions: their outputs
+        # concatenated (T, B, 2H), the next layer's input.
+        self.concat = []
+        # Per layer above the first, with two directions: the sum of their
+        # dX (T, B, I), the gradient of the layer below's output.
+        self.dconcat = []
         n_inputs = network.n_features
+        n_layers = len(network.hidden_layer_sizes)
         for layer, n_units in enumerate(network.hidden_layer_sizes):
+            top = layer == n_layers - 1
             self.layers.append([
                 _LayerDirection(n_steps, n_seq, n_inputs, n_units, dtype,
-                                input_grad=layer > 0)
+                                input_grad=layer > 0, own_dhidden=top or D == 2)
                 for _ in range(D)
             ])
             two = D == 2
             self.concat.append(np.empty((n_steps, n_seq, 2 * n_units), dtype)
-                               if two else None)
+                               if two and not top else None)
             self.dconcat.append(np.empty((n_steps, n_seq, n_inputs), dtype)
                                 if two and layer > 0 else None)
             n_inputs = D * n_units
@@ -229,6 +242,8 @@ class CPUMinibatchSteps:
                         n_threads=(ld.n_parts if ld.always_split
                                    else min(n_threads, ld.n_parts)))
             lds = plan.layers[layer]
+            if layer == n_layers - 1:
+                break  # the head reads the top layer's h_n
             if D == 2:
                 layer_input = np.concatenate(
                     [lds[0].steps(n_steps)[2], lds[1].steps(n_steps)[2]], axis=2,
