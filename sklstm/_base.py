@@ -5,6 +5,7 @@ prediction live here; the subclasses only turn targets into the network's
 outputs and back.
 """
 
+import math
 import sys
 import time
 import warnings
@@ -16,7 +17,7 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state, gen_batches
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._backends import cuda_status, get_backend, to_numpy
@@ -521,7 +522,7 @@ class BaseLSTM(BaseEstimator, ABC):
         grad_buffer = xp.empty_like(params)
         epoch_loss = 0.0
         equal_lengths = bool(lengths.min() == lengths.max())
-        for index, batch in enumerate(gen_batches(len(order), batch_size)):
+        for index, batch in enumerate(_batches(len(order), batch_size)):
             X_batch, batch_lengths, rows = time_major_batch(
                 X, lengths, order[batch], equal_lengths)
             Y_batch, weight_batch = Y[rows], sample_weight[rows]
@@ -540,7 +541,7 @@ class BaseLSTM(BaseEstimator, ABC):
                     alpha=self.alpha, dropout=self.dropout, random_state=rng,
                     weight_mask=weight_mask, grad_out=grad_buffer,
                 )
-            if not on_device and not np.isfinite(loss):
+            if not on_device and not math.isfinite(loss):
                 self._raise_diverged(epoch)
             if self.clip_norm is not None:  # else the norm is not needed
                 clip_by_global_norm(grad, self.clip_norm, xp=xp)
@@ -683,14 +684,14 @@ def _raw_output_of(network, backend, params, X, lengths):
         buffer_bytes, max_batch = _GPU_PREDICT_BUFFER_BYTES, _GPU_PREDICT_MAX_BATCH
     else:
         buffer_bytes, max_batch = _PREDICT_BUFFER_BYTES, _PREDICT_MAX_BATCH
-    batch_size = int(np.clip(buffer_bytes // per_sequence, 1, max_batch))
+    batch_size = min(max(buffer_bytes // per_sequence, 1), max_batch)
     if network.output == "sequence":
         raw = np.full((n_samples, n_steps, network.n_outputs), np.nan, dtype=X.dtype)
     else:
         raw = np.empty((n_samples, network.n_outputs), dtype=X.dtype)
     # Sequences of similar length share a batch, so little is padding.
     by_length = np.argsort(-lengths, kind="stable")
-    for batch in gen_batches(n_samples, batch_size):
+    for batch in _batches(n_samples, batch_size):
         X_batch, batch_lengths, rows = time_major_batch(X, lengths, by_length[batch])
         raw_batch, _ = network.forward(backend, params, backend.xp.asarray(X_batch),
                                        batch_lengths)
@@ -705,6 +706,17 @@ def _raw_output_of(network, backend, params, X, lengths):
         else:
             raw[rows] = raw_batch
     return raw
+
+
+def _batches(n_samples, batch_size):
+    """Slices of ``batch_size`` consecutive rows (the last may be shorter).
+
+    What scikit-learn's ``gen_batches`` yields, without its parameter
+    validation: ~70 us a call, 1.7 % of a ``predict`` of 1000 sequences of
+    20 steps.
+    """
+    return [slice(start, min(start + batch_size, n_samples))
+            for start in range(0, n_samples, batch_size)]
 
 
 def per_sequence(values, lengths):

@@ -206,3 +206,14 @@ def test_grid_search_on_a_dask_cluster_matches_local(rng):
     assert on_dask.best_params_ == local.best_params_
     np.testing.assert_allclose(on_dask.cv_results_["mean_test_score"],
                                local.cv_results_["mean_test_score"])
+
+
+@pytest.mark.parametrize("n_samples", [1, 31, 32, 33, 1000])
+@pytest.mark.parametrize("batch_size", [1, 7, 32, 1024])
+def test_minibatch_slices_are_gen_batches(n_samples, batch_size):
+    from sklearn.utils import gen_batches
+
+    from sklstm._base import _batches
+
+    assert _batches(n_samples, batch_size) == list(gen_batches(n_samples,
+                                                               batch_size))
