@@ -347,15 +347,8 @@ class LSTMNetwork:
                 if layer == n_layers - 1 and self.output == "last":
                     dhidden = xp.zeros((n_steps, len(lengths), n_units),
                                        dtype=flat.dtype)
-                    # The head read h at t = length-1 (forward) or t = 0
-                    # (reverse). Equal lengths need no index arrays (nor a
-                    # copy of them to a device, which a CUDA graph forbids).
-                    if direction or all_full_length(lengths, n_steps):
-                        dhidden[0 if direction else n_steps - 1] = \
-                            dhead_input[:, columns]
-                    else:
-                        dhidden[xp.asarray(lengths - 1),
-                                xp.arange(len(lengths))] = dhead_input[:, columns]
+                    dhidden[head_read_index(direction, lengths, n_steps, xp)] = \
+                        dhead_input[:, columns]
                 elif layer == n_layers - 1:
                     dhidden = xp.ascontiguousarray(dhead_input[:, :, columns])
                 else:
@@ -442,6 +435,19 @@ class LSTMNetwork:
             weights *= alpha / n_samples
             grad += weights
         return loss, grad
+
+
+def head_read_index(direction, lengths, n_steps, xp=np):
+    """Where in a top layer's ``hidden`` (T, B, H) the head of
+    ``output="last"`` reads each sequence's h: t = length - 1 forward,
+    t = 0 reverse (``direction`` 1).
+
+    Equal lengths need no index arrays (nor a copy of them to a device,
+    which a CUDA graph forbids): the index is then one time.
+    """
+    if direction or all_full_length(lengths, n_steps):
+        return 0 if direction else n_steps - 1
+    return xp.asarray(lengths - 1), xp.arange(len(lengths))
 
 
 def all_full_length(lengths, n_steps):

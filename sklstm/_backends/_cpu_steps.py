@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from .._losses import LOSSES
-from .._network import all_full_length
+from .._network import head_read_index
 from . import _cpu
 
 #: Set to False to run every minibatch through the general path.
@@ -143,7 +143,6 @@ class _Plan:
         self.head_input = np.empty((n_seq, width), dtype) if D == 2 else None
         self.raw = np.empty((n_seq, network.n_outputs), dtype)
         self.dhead_input = np.empty((n_seq, width), dtype)
-        self.arange = np.arange(n_seq)
 
 
 class CPUMinibatchSteps:
@@ -268,7 +267,6 @@ class CPUMinibatchSteps:
         dhead_input = np.matmul(draw, head["W_out"], out=plan.dhead_input)
 
         # Backward, layer by layer (as LSTMNetwork.backward).
-        full_length = all_full_length(lengths, n_steps)
         dlayer_output = None
         for layer in reversed(range(n_layers)):
             n_units = network.hidden_layer_sizes[layer]
@@ -280,12 +278,8 @@ class CPUMinibatchSteps:
                 gates, cells, hidden, dhidden, dX, dgates = ld.steps(n_steps)
                 columns = slice(direction * n_units, (direction + 1) * n_units)
                 if layer == n_layers - 1:
-                    # Zero but where the head read h: t = length - 1
-                    # (forward) or t = 0 (reverse); zeroed again after.
-                    if direction or full_length:
-                        where = (0 if direction else n_steps - 1)
-                    else:
-                        where = (lengths - 1, plan.arange[:n_seq])
+                    # Zero but where the head read h; zeroed again after.
+                    where = head_read_index(direction, lengths, n_steps)
                     dhidden[where] = dhead_input[:, columns]
                 elif D == 2:
                     np.copyto(dhidden, dlayer_output[:, :, columns])
