@@ -1040,17 +1040,31 @@ cdef bint _padding_is_finite(
 # ---------------------------------------------------------------------------
 # Checks (with the GIL, before the nogil block)
 
-cdef inline tuple _shape2(Py_ssize_t* shape):
-    return (shape[0], shape[1])
+# Compared as C integers: the tuples of the message are built only when it
+# is raised (building them for every check was ~3 us of a kernel call, of
+# a W1 minibatch's ~20 checks).
+
+cdef int _shape_error(str name, tuple actual, tuple expected) except -1:
+    raise ValueError(f"{name} has shape {actual}, expected {expected}")
 
 
-cdef inline tuple _shape3(Py_ssize_t* shape):
-    return (shape[0], shape[1], shape[2])
+cdef inline int _check1(str name, Py_ssize_t n, Py_ssize_t e0) except -1:
+    if n != e0:
+        _shape_error(name, (n,), (e0,))
+    return 0
 
 
-cdef int _check_shape(str name, tuple actual, tuple expected) except -1:
-    if actual != expected:
-        raise ValueError(f"{name} has shape {actual}, expected {expected}")
+cdef inline int _check2(str name, Py_ssize_t* shape, Py_ssize_t e0,
+                        Py_ssize_t e1) except -1:
+    if shape[0] != e0 or shape[1] != e1:
+        _shape_error(name, (shape[0], shape[1]), (e0, e1))
+    return 0
+
+
+cdef inline int _check3(str name, Py_ssize_t* shape, Py_ssize_t e0,
+                        Py_ssize_t e1, Py_ssize_t e2) except -1:
+    if shape[0] != e0 or shape[1] != e1 or shape[2] != e2:
+        _shape_error(name, (shape[0], shape[1], shape[2]), (e0, e1, e2))
     return 0
 
 
@@ -1065,11 +1079,11 @@ cdef int _check_dims(Py_ssize_t T, Py_ssize_t B, Py_ssize_t n_in,
         raise ValueError(
             f"need at least one input feature and one hidden unit, got {n_in} and {H}"
         )
-    _check_shape("W_ih", (W_ih.shape[0], W_ih.shape[1]), (4 * H, n_in))
-    _check_shape("W_hh", (W_hh.shape[0], W_hh.shape[1]), (4 * H, P))
+    _check2("W_ih", W_ih.shape, 4 * H, n_in)
+    _check2("W_hh", W_hh.shape, 4 * H, P)
     if W_hr is not None:
-        _check_shape("W_hr", (W_hr.shape[0], W_hr.shape[1]), (P, H))
-    _check_shape("lengths", (lengths.shape[0],), (B,))
+        _check2("W_hr", W_hr.shape, P, H)
+    _check1("lengths", lengths.shape[0], B)
     # BLAS takes int dimensions.
     if T * B > INT_MAX or 4 * H > INT_MAX or n_in > INT_MAX:
         raise ValueError(f"T * B = {T * B} or 4H = {4 * H} too large for BLAS")
@@ -1135,31 +1149,31 @@ def lstm_forward(
     cdef Py_ssize_t P = W_hh.shape[1]
     cdef Py_ssize_t H = P if W_hr is None else W_hh.shape[0] // 4, G = 4 * H
     _check_dims(T, B, n_in, H, P, W_ih, W_hh, W_hr, lengths)
-    _check_shape("bias", (bias.shape[0],), (G,))
+    _check1("bias", bias.shape[0], G)
     cdef bint fused = W_hr is None and xh is not None and W_cat_t is not None
     if fused:
-        _check_shape("xh", _shape2(xh.shape), (B, n_in + H))
-        _check_shape("W_cat_t", _shape2(W_cat_t.shape), (n_in + H, G))
+        _check2("xh", xh.shape, B, n_in + H)
+        _check2("W_cat_t", W_cat_t.shape, n_in + H, G)
     if training or not fused:
         if gates is None:
             raise ValueError("gates is needed for training, and unless xh and "
                              "W_cat_t are given, for inference")
-        _check_shape("gates", _shape3(gates.shape), (T, B, G))
-    _check_shape("h_state", _shape2(h_state.shape), (B, P))
-    _check_shape("c_state", _shape2(c_state.shape), (B, H))
-    _check_shape("step_gates", _shape2(step_gates.shape), (B, G))
+        _check3("gates", gates.shape, T, B, G)
+    _check2("h_state", h_state.shape, B, P)
+    _check2("c_state", c_state.shape, B, H)
+    _check2("step_gates", step_gates.shape, B, G)
     if training and (cells is None or hidden is None):
         raise ValueError("training needs the cells and hidden outputs")
     if cells is not None:
-        _check_shape("cells", _shape3(cells.shape), (T, B, H))
+        _check3("cells", cells.shape, T, B, H)
     if hidden is not None:
-        _check_shape("hidden", _shape3(hidden.shape), (T, B, P))
+        _check3("hidden", hidden.shape, T, B, P)
     if W_hr is not None:
         if m_step is None:
             raise ValueError("a projection W_hr needs the m_step workspace")
-        _check_shape("m_step", _shape2(m_step.shape), (B, H))
+        _check2("m_step", m_step.shape, B, H)
     if W_hh_t is not None:
-        _check_shape("W_hh_t", _shape2(W_hh_t.shape), (P, G))
+        _check2("W_hh_t", W_hh_t.shape, P, G)
     if B == 0:
         return
 
@@ -1329,32 +1343,32 @@ def lstm_backward(
     cdef Py_ssize_t P = W_hh.shape[1]
     cdef Py_ssize_t H = P if W_hr is None else W_hh.shape[0] // 4, G = 4 * H
     _check_dims(T, B, n_in, H, P, W_ih, W_hh, W_hr, lengths)
-    _check_shape("gates", _shape3(gates.shape), (T, B, G))
-    _check_shape("cells", _shape3(cells.shape), (T, B, H))
-    _check_shape("hidden", _shape3(hidden.shape), (T, B, P))
-    _check_shape("dhidden", _shape3(dhidden.shape), (T, B, P))
+    _check3("gates", gates.shape, T, B, G)
+    _check3("cells", cells.shape, T, B, H)
+    _check3("hidden", hidden.shape, T, B, P)
+    _check3("dhidden", dhidden.shape, T, B, P)
     if dX is not None:
-        _check_shape("dX", _shape3(dX.shape), (T, B, n_in))
-    _check_shape("dgates", _shape3(dgates.shape), (T, B, G))
-    _check_shape("dW_ih", _shape2(dW_ih.shape), (G, n_in))
-    _check_shape("dW_hh", _shape2(dW_hh.shape), (G, P))
-    _check_shape("dbias", (dbias.shape[0],), (G,))
-    _check_shape("dgates_step", _shape2(dgates_step.shape), (B, G))
-    _check_shape("dh_rec", _shape2(dh_rec.shape), (B, P))
-    _check_shape("dc_state", _shape2(dc_state.shape), (B, H))
+        _check3("dX", dX.shape, T, B, n_in)
+    _check3("dgates", dgates.shape, T, B, G)
+    _check2("dW_ih", dW_ih.shape, G, n_in)
+    _check2("dW_hh", dW_hh.shape, G, P)
+    _check1("dbias", dbias.shape[0], G)
+    _check2("dgates_step", dgates_step.shape, B, G)
+    _check2("dh_rec", dh_rec.shape, B, P)
+    _check2("dc_state", dc_state.shape, B, H)
     if W_hr is not None:
         if (dW_hr is None or dh_seq is None or m_seq is None or dh_step is None
                 or dm_step is None):
             raise ValueError(
                 "a projection W_hr needs dW_hr, dh_seq, m_seq, dh_step and dm_step"
             )
-        _check_shape("dW_hr", _shape2(dW_hr.shape), (P, H))
-        _check_shape("dh_seq", _shape3(dh_seq.shape), (T, B, P))
-        _check_shape("m_seq", _shape3(m_seq.shape), (T, B, H))
-        _check_shape("dh_step", _shape2(dh_step.shape), (B, P))
-        _check_shape("dm_step", _shape2(dm_step.shape), (B, H))
+        _check2("dW_hr", dW_hr.shape, P, H)
+        _check3("dh_seq", dh_seq.shape, T, B, P)
+        _check3("m_seq", m_seq.shape, T, B, H)
+        _check2("dh_step", dh_step.shape, B, P)
+        _check2("dm_step", dm_step.shape, B, H)
     if W_hh_packed is not None:
-        _check_shape("W_hh_packed", _shape2(W_hh_packed.shape), (G, P))
+        _check2("W_hh_packed", W_hh_packed.shape, G, P)
     if T == 0 or B == 0:
         dW_ih[:, :] = 0
         dW_hh[:, :] = 0
