@@ -162,7 +162,7 @@ def test_sizes_past_max_plans_are_handed_back():
     params = network.init_params(np.random.RandomState(0), np.float64)
     with _cpu._blas_hold():
         runner = _cpu_steps.CPUMinibatchSteps(
-            network, CPUBackend(), params, alpha=1e-4,
+            network, params, alpha=1e-4,
             weight_mask=network.weight_mask().astype(np.float64), max_plans=1)
         for n_seq, expected in [(8, True), (8, True), (5, False)]:
             X = np.ones((3, n_seq, 2))

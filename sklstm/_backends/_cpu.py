@@ -375,7 +375,7 @@ class CPUBackend(LSTMBackend):
         minibatches on workspaces kept across them."""
         from ._cpu_steps import CPUMinibatchSteps
 
-        return CPUMinibatchSteps(network, self, params, alpha=alpha,
+        return CPUMinibatchSteps(network, params, alpha=alpha,
                                  weight_mask=weight_mask)
 
     def forward(

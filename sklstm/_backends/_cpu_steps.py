@@ -13,11 +13,11 @@ flat buffer.
 How: a fit makes one :class:`CPUMinibatchSteps`. For each minibatch size it
 keeps one set of arrays per layer-direction (sized for the longest
 minibatch seen so far; a shorter one uses their first ``T`` steps), the
-views of the parameters and of the gradient buffer, and each kernel call's
-thread plan and chooser key, all made once. A minibatch is then the kernel
-calls, on positional arguments, with the weight gradients written straight
-into the gradient buffer, and the head, loss and L2 term in a few NumPy
-calls on arrays kept here.
+views of the parameters and of the gradient buffer, each kernel call's
+pieces, and the thread chooser's key, all made once. A minibatch is then
+the kernel calls, with the weight gradients written straight into the
+gradient buffer, and the head, loss and L2 term in a few NumPy calls on
+arrays kept here; the thread chooser times it whole, once.
 
 It computes what ``LSTMNetwork.loss_and_grad`` computes, with the same
 kernels, pieces and operations in the same order, so the results are the
@@ -29,6 +29,7 @@ thread for the whole fit, see ``_cpu._BlasHold``), run the general path.
 """
 
 import time
+from collections import namedtuple
 
 import numpy as np
 
@@ -46,6 +47,10 @@ def _specialised(kernel, dtype):
     if getattr(kernel, "__signatures__", None):
         return kernel["float" if dtype == np.float32 else "double"]
     return kernel
+
+
+#: A layer-direction's time-major arrays cut to a minibatch's T steps.
+_Steps = namedtuple("_Steps", "gates cells hidden dhidden dX dgates")
 
 
 class _LayerDirection:
@@ -92,15 +97,23 @@ class _LayerDirection:
         if _cpu.uses_own_weight_grads(G, n_inputs, n_units, dtype.itemsize):
             self.weight_grad_work = empty(_cpu.weight_grad_workspace_size(
                 G, n_inputs, n_units, self.n_parts, dtype.itemsize), dtype)
+        self._steps = {}
 
     def steps(self, T):
-        """The time-major arrays cut to ``T`` steps: (gates, cells, hidden,
-        dhidden, dX, dgates), C-contiguous views."""
-        arrays = (self.gates, self.cells, self.hidden, self.dhidden, self.dX,
-                  self.dgates)
-        if T == self.n_steps:
-            return arrays
-        return tuple(None if a is None else a[:T] for a in arrays)
+        """The time-major arrays cut to ``T`` steps (C-contiguous views,
+        made once per ``T``)."""
+        steps = self._steps.get(T)
+        if steps is None:
+            steps = self._steps[T] = _Steps(*(
+                None if a is None else a[:T]
+                for a in (self.gates, self.cells, self.hidden, self.dhidden,
+                          self.dX, self.dgates)))
+        return steps
+
+    def threads(self, n_threads):
+        """The threads of this layer-direction's calls when the minibatch
+        runs on ``n_threads``."""
+        return self.n_parts if self.always_split else min(n_threads, self.n_parts)
 
 
 class _Plan:
@@ -151,7 +164,6 @@ class CPUMinibatchSteps:
     Parameters
     ----------
     network : LSTMNetwork
-    backend : CPUBackend
     params : ndarray of shape (n_params,)
         The flat parameters, updated in place between minibatches: the views
         of them are made once.
@@ -163,8 +175,7 @@ class CPUMinibatchSteps:
         sizes run the general path.
     """
 
-    def __init__(self, network, backend, params, *, alpha, weight_mask,
-                 max_plans=4):
+    def __init__(self, network, params, *, alpha, weight_mask, max_plans=4):
         self._network = network
         self._params = params
         self._dtype = params.dtype
@@ -233,22 +244,21 @@ class CPUMinibatchSteps:
                 ld = plan.layers[layer][direction]
                 bias = np.add(views["b_ih"], views["b_hh"],
                               out=self._bias[layer][direction])
-                gates, cells, hidden = ld.steps(n_steps)[:3]
+                steps = ld.steps(n_steps)
                 forward(layer_input, lengths, views["W_ih"], views["W_hh"], bias,
-                        bool(direction), True, gates, cells, hidden, ld.h_n,
-                        ld.c_n, ld.step_gates, xh=ld.xh, W_cat_t=ld.W_cat_t,
-                        n_parts=ld.n_parts,
-                        n_threads=(ld.n_parts if ld.always_split
-                                   else min(n_threads, ld.n_parts)))
+                        bool(direction), True, steps.gates, steps.cells,
+                        steps.hidden, ld.h_n, ld.c_n, ld.step_gates, xh=ld.xh,
+                        W_cat_t=ld.W_cat_t, n_parts=ld.n_parts,
+                        n_threads=ld.threads(n_threads))
             lds = plan.layers[layer]
             if layer == n_layers - 1:
                 break  # the head reads the top layer's h_n
             if D == 2:
                 layer_input = np.concatenate(
-                    [lds[0].steps(n_steps)[2], lds[1].steps(n_steps)[2]], axis=2,
-                    out=plan.concat[layer][:n_steps])
+                    [lds[0].steps(n_steps).hidden, lds[1].steps(n_steps).hidden],
+                    axis=2, out=plan.concat[layer][:n_steps])
             else:
-                layer_input = lds[0].steps(n_steps)[2]
+                layer_input = lds[0].steps(n_steps).hidden
 
         # The head on the last hidden states, the loss, and back to them.
         head, dhead = self._head, self._dhead
@@ -275,7 +285,8 @@ class CPUMinibatchSteps:
                 ld = lds[direction]
                 views = self._layer_views[layer][direction]
                 dviews = self._dlayer_views[layer][direction]
-                gates, cells, hidden, dhidden, dX, dgates = ld.steps(n_steps)
+                steps = ld.steps(n_steps)
+                dhidden = steps.dhidden
                 columns = slice(direction * n_units, (direction + 1) * n_units)
                 if layer == n_layers - 1:
                     # Zero but where the head read h; zeroed again after.
@@ -286,23 +297,22 @@ class CPUMinibatchSteps:
                 else:
                     dhidden = dlayer_output
                 backward(inputs[layer], lengths, views["W_ih"], views["W_hh"],
-                         bool(direction), gates, cells, hidden, dhidden, dX,
-                         dviews["W_ih"], dviews["W_hh"], dviews["b_ih"], dgates,
-                         ld.dgates_step, ld.dh_rec, ld.dc_state,
-                         W_hh_packed=ld.W_hh_packed,
+                         bool(direction), steps.gates, steps.cells, steps.hidden,
+                         dhidden, steps.dX, dviews["W_ih"], dviews["W_hh"],
+                         dviews["b_ih"], steps.dgates, ld.dgates_step, ld.dh_rec,
+                         ld.dc_state, W_hh_packed=ld.W_hh_packed,
                          weight_grad_work=ld.weight_grad_work, n_parts=ld.n_parts,
-                         n_threads=(ld.n_parts if ld.always_split
-                                    else min(n_threads, ld.n_parts)))
+                         n_threads=ld.threads(n_threads))
                 dviews["b_hh"][...] = dviews["b_ih"]
                 if layer == n_layers - 1:
                     dhidden[where] = 0
             if layer > 0:
                 if D == 2:
-                    dlayer_output = np.add(lds[0].steps(n_steps)[4],
-                                           lds[1].steps(n_steps)[4],
+                    dlayer_output = np.add(lds[0].steps(n_steps).dX,
+                                           lds[1].steps(n_steps).dX,
                                            out=plan.dconcat[layer][:n_steps])
                 else:
-                    dlayer_output = lds[0].steps(n_steps)[4]
+                    dlayer_output = lds[0].steps(n_steps).dX
 
         if plan.chosen:
             chooser.record(plan.key, n_threads,
