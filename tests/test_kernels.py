@@ -399,14 +399,16 @@ def test_threads_run_concurrently_and_agree():
 
 def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
                  W_hr=None, n_parts=0, chunked_grads=-1, packed_weights=False,
-                 own_weight_grads=-1, kernels=_lstm_fast, input_grad=True):
+                 own_weight_grads=-1, kernels=_lstm_fast, input_grad=True,
+                 dgates_in_place=False):
     """lstm_forward + lstm_backward of the build ``kernels`` called directly
     with ``n_threads`` (and ``n_parts`` pieces of work; 0: one per thread).
     With ``packed_weights`` they get the workspaces the backend gives:
     packed panels of the weights, and without a projection the one product
     per step on [x_t | h_prev]. ``own_weight_grads`` is passed to backward,
     with the workspace it needs. Without ``input_grad``, backward gets no
-    ``dX`` (returned as None)."""
+    ``dX`` (returned as None). With ``dgates_in_place``, backward writes
+    dgates over the gates."""
     T, B, n_in = X.shape
     P = W_hh.shape[1]
     H = P if W_hr is None else W_hr.shape[1]
@@ -442,7 +444,8 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
              np.empty(4 * H, dtype)] + grads
     kernels.lstm_backward(
         X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
-        *grads[:4], np.empty((T, B, 4 * H), dtype), np.empty((B, 4 * H), dtype),
+        *grads[:4], gates if dgates_in_place else np.empty_like(gates),
+        np.empty((B, 4 * H), dtype),
         np.empty((B, P), dtype), np.empty((B, H), dtype), n_threads,
         n_parts=n_parts, chunked_grads=chunked_grads,
         own_weight_grads=own_weight_grads, **bwd_proj,
@@ -504,6 +507,89 @@ def test_backward_without_input_grad_leaves_the_other_gradients_unchanged(
                 for position, (a, e) in enumerate(zip(lean, full)):
                     if position != 3:
                         np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
+@pytest.mark.parametrize("chunked_grads", [0, 1])
+@pytest.mark.parametrize("projected", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_dgates_over_the_gates_give_the_same_gradients(
+    n_threads, reverse, projected, chunked_grads, kernels
+):
+    """Backward writing dgates over the gates (what the backends do) gives
+    every output bit for bit as with a dgates array of its own, on the
+    chunked and the post-loop paths, with sklstm's weight gradients and
+    BLAS, ragged lengths, and 1 or 9 inputs."""
+    for n_in in (1, 9):
+        for dtype in DTYPES:
+            rng = np.random.default_rng(n_in)
+            lengths = np.sort(rng.integers(0, 8, size=21))[::-1].copy()
+            lengths[0] = 7
+            X, lengths, W_ih, W_hh, bias, dhidden = _problem(7, n_in, 12,
+                                                             lengths, dtype)
+            W_hr = None
+            if projected:
+                W_hh = np.ascontiguousarray(W_hh[:, :5])
+                W_hr = rng.standard_normal((5, 12)).astype(dtype)
+                dhidden = np.ascontiguousarray(dhidden[:, :, :5])
+            for own in (0, 1):
+                kwargs = dict(W_hr=W_hr, chunked_grads=chunked_grads,
+                              own_weight_grads=own, packed_weights=True,
+                              kernels=kernels)
+                apart = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden,
+                                     reverse, n_threads, **kwargs)
+                over = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden,
+                                    reverse, n_threads, dgates_in_place=True,
+                                    **kwargs)
+                for a, e in zip(over, apart):
+                    assert np.isfinite(e).all()
+                    np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_dgates_over_the_gates_leave_the_gradients_there(reverse):
+    """The gates array then holds dgates: that of a backward into an array
+    of its own, zero on padding."""
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(*CASES["variable"],
+                                                     np.float64)
+    T, B, _ = X.shape
+    H = W_hh.shape[1]
+    results = []
+    for in_place in (False, True):
+        gates = np.empty((T, B, 4 * H))
+        cells, hidden = np.empty((T, B, H)), np.empty((T, B, H))
+        _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, reverse, True,
+                                gates, cells, hidden, np.empty((B, H)),
+                                np.empty((B, H)), np.empty((B, 4 * H)))
+        dgates = gates if in_place else np.full_like(gates, np.nan)
+        _lstm_fast.lstm_backward(
+            X, lengths, W_ih, W_hh, reverse, gates, cells, hidden, dhidden,
+            np.empty(X.shape), np.empty(W_ih.shape), np.empty(W_hh.shape),
+            np.empty(4 * H), dgates, np.empty((B, 4 * H)), np.empty((B, H)),
+            np.empty((B, H)))
+        results.append(dgates)
+    np.testing.assert_array_equal(results[1], results[0])
+    assert (results[1][_padding_mask(T, lengths)] == 0).all()
+    assert np.abs(results[1]).max() > 0
+
+
+def test_dgates_overlapping_the_gates_raise():
+    """dgates is the gates array itself or apart from it: a view shifted by
+    a row would read gradients as gates."""
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(*CASES["equal"],
+                                                     np.float64)
+    T, B, _ = X.shape
+    H = W_hh.shape[1]
+    storage = np.zeros((T + 1, B, 4 * H))
+    gates, shifted = storage[:T], storage[1:]
+    with pytest.raises(ValueError, match="dgates overlaps gates"):
+        _lstm_fast.lstm_backward(
+            X, lengths, W_ih, W_hh, False, gates, np.zeros((T, B, H)),
+            np.zeros((T, B, H)), dhidden, np.empty(X.shape),
+            np.empty(W_ih.shape), np.empty(W_hh.shape), np.empty(4 * H),
+            shifted, np.empty((B, 4 * H)), np.empty((B, H)),
+            np.empty((B, H)))
 
 
 def test_backends_skip_the_input_gradient_on_request():

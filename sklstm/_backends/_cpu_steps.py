@@ -50,7 +50,7 @@ def _specialised(kernel, dtype):
 
 
 #: A layer-direction's time-major arrays cut to a minibatch's T steps.
-_Steps = namedtuple("_Steps", "gates cells hidden dhidden dX dgates")
+_Steps = namedtuple("_Steps", "gates cells hidden dhidden dX")
 
 
 class _LayerDirection:
@@ -68,6 +68,7 @@ class _LayerDirection:
         empty = np.empty
         self.n_steps = n_steps
         # Forward: what backward reads, the outputs, and the workspaces.
+        # Backward overwrites the gates with their gradients (dgates).
         self.gates = empty((n_steps, n_seq, G), dtype)
         self.cells = empty((n_steps, n_seq, n_units), dtype)
         self.hidden = empty((n_steps, n_seq, n_units), dtype)
@@ -81,7 +82,6 @@ class _LayerDirection:
         self.dhidden = (np.zeros((n_steps, n_seq, n_units), dtype)
                         if own_dhidden else None)
         self.dX = empty((n_steps, n_seq, n_inputs), dtype) if input_grad else None
-        self.dgates = empty((n_steps, n_seq, G), dtype)
         self.dgates_step = empty((n_seq, G), dtype)
         self.dh_rec = empty((n_seq, n_units), dtype)
         self.dc_state = empty((n_seq, n_units), dtype)
@@ -107,7 +107,7 @@ class _LayerDirection:
             steps = self._steps[T] = _Steps(*(
                 None if a is None else a[:T]
                 for a in (self.gates, self.cells, self.hidden, self.dhidden,
-                          self.dX, self.dgates)))
+                          self.dX)))
         return steps
 
     def threads(self, n_threads):
@@ -299,7 +299,7 @@ class CPUMinibatchSteps:
                 backward(inputs[layer], lengths, views["W_ih"], views["W_hh"],
                          bool(direction), steps.gates, steps.cells, steps.hidden,
                          dhidden, steps.dX, dviews["W_ih"], dviews["W_hh"],
-                         dviews["b_ih"], steps.dgates, ld.dgates_step, ld.dh_rec,
+                         dviews["b_ih"], steps.gates, ld.dgates_step, ld.dh_rec,
                          ld.dc_state, W_hh_packed=ld.W_hh_packed,
                          weight_grad_work=ld.weight_grad_work, n_parts=ld.n_parts,
                          n_threads=ld.threads(n_threads))

@@ -346,85 +346,97 @@ cdef inline void _cell_forward(
 
 cdef inline void _cell_backward_dc(
     Py_ssize_t H,
-    const floating* gates,    # (4H,) activated i|f|g|o of this row and step
+    floating* gd,             # (4H,) in: activated i|f|g, and o's gradient;
+                              #   out: the gate gradients
     const floating* cell_prev,  # (H,) c_prev; NULL at the first step (zero)
     floating* dc,             # (H,) in: dL/dc_t; out: dL/dc_prev
-    floating* dgates,         # (4H,) out: blocks i, f, g (o is set before)
 ) noexcept nogil:
-    """The gate gradients that follow from dL/dc_t (both cell backwards).
+    """The gate gradients that follow from dL/dc_t (both cell backwards),
+    in place: each block's activations are read, then overwritten by their
+    gradients.
 
-    Short loops, each storing into one block of dgates (GCC does not
+    Each loop reads the gates it needs before it stores over them. The
+    blocks have pointers of their own: with ``gd[2 * H + j]``, GCC does not
     vectorize a loop storing into two blocks of one array an unknown H
-    apart).
+    apart; with two pointers it checks at run time that they do not overlap.
     """
     cdef Py_ssize_t j
-    # d_i = dc_t * g * i * (1 - i)
+    cdef floating* gi = gd
+    cdef floating* gf = gd + H
+    cdef floating* gg = gd + 2 * H
+    cdef floating i, f, g
+    # d_i = dc_t * g * i * (1 - i);  d_g = dc_t * i * (1 - g**2)
     for j in range(H):
-        dgates[j] = dc[j] * gates[2 * H + j] * sigmoid_grad(gates[j])
-    # d_g = dc_t * i * (1 - g**2)
-    for j in range(H):
-        dgates[2 * H + j] = dc[j] * gates[j] * tanh_grad(gates[2 * H + j])
-    # d_f = dc_t * c_prev * f * (1 - f), with c_prev = 0 at the first step
+        i = gi[j]
+        g = gg[j]
+        gi[j] = dc[j] * g * sigmoid_grad(i)
+        gg[j] = dc[j] * i * tanh_grad(g)
+    # d_f = dc_t * c_prev * f * (1 - f), with c_prev = 0 at the first step;
+    # dc_prev = dc_t * f
     if cell_prev != NULL:
         for j in range(H):
-            dgates[H + j] = dc[j] * cell_prev[j] * sigmoid_grad(gates[H + j])
+            f = gf[j]
+            gf[j] = dc[j] * cell_prev[j] * sigmoid_grad(f)
+            dc[j] = dc[j] * f
     else:
-        memset(dgates + H, 0, H * sizeof(floating))
-    # dc_prev = dc_t * f
-    for j in range(H):
-        dc[j] = dc[j] * gates[H + j]
+        for j in range(H):
+            dc[j] = dc[j] * gf[j]
+        memset(gf, 0, H * sizeof(floating))
 
 
 cdef inline void _cell_backward(
     Py_ssize_t H,
-    const floating* gates,    # (4H,) activated i|f|g|o of this row and step
+    floating* gd,             # (4H,) in: activated i|f|g|o of this row and
+                              #   step; out: dL/d(pre-activation gates)
     const floating* cell,     # (H,) c_t
     const floating* cell_prev,  # (H,) c_prev; NULL at the first step (zero)
     const floating* dhidden,  # (H,) dL/dh_t from above
     const floating* dh_rec,   # (H,) dL/dh_t through the next processed step
     floating* dc,             # (H,) in: dL/dc_t via c_next; out: dL/dc_prev
-    floating* dgates,         # (4H,) out: dL/d(pre-activation gates)
 ) noexcept nogil:
-    """One row of one step of BPTT (no projection): the gate gradients.
+    """One row of one step of BPTT (no projection): the gate gradients, in
+    place of the gates (which nothing reads after this step).
 
     dc carries dL/dc_t from the first loop to the others.
     """
     cdef Py_ssize_t j
+    cdef floating* go = gd + 3 * H
     cdef floating o, tanh_c, dh
     # dh = dhidden + dh_rec;  d_o = dh * tanh(c) * o * (1 - o)
     # dc_t = dc + dh * o * (1 - tanh(c)**2)
     for j in range(H):
-        o = gates[3 * H + j]
+        o = go[j]
         tanh_c = tanh(cell[j])
         dh = dhidden[j] + dh_rec[j]
-        dgates[3 * H + j] = dh * tanh_c * sigmoid_grad(o)
+        go[j] = dh * tanh_c * sigmoid_grad(o)
         dc[j] = dc[j] + dh * o * tanh_grad(tanh_c)
-    _cell_backward_dc(H, gates, cell_prev, dc, dgates)
+    _cell_backward_dc(H, gd, cell_prev, dc)
 
 
 cdef inline void _cell_backward_projected(
     Py_ssize_t H,
-    const floating* gates,    # (4H,) activated i|f|g|o of this row and step
+    floating* gd,             # (4H,) in: activated i|f|g|o of this row and
+                              #   step; out: dL/d(pre-activation gates)
     const floating* cell,     # (H,) c_t
     const floating* cell_prev,  # (H,) c_prev; NULL at the first step (zero)
     const floating* dm,       # (H,) dL/dm_t = (dhidden + dh_rec) @ W_hr
     floating* m,              # (H,) out: m_t = o * tanh(c_t), as forward had it
     floating* dc,             # (H,) in: dL/dc_t via c_next; out: dL/dc_prev
-    floating* dgates,         # (4H,) out: dL/d(pre-activation gates)
 ) noexcept nogil:
     """One row of one step of BPTT with a projection: the gate gradients
-    from dL/dm_t, and m_t again (for dW_hr)."""
+    from dL/dm_t, in place of the gates, and m_t again (for dW_hr)."""
     cdef Py_ssize_t j
+    cdef floating* go = gd + 3 * H
     cdef floating o, tanh_c
     # m = o * tanh(c);  d_o = dm * tanh(c) * o * (1 - o)
     # dc_t = dc + dm * o * (1 - tanh(c)**2)
     for j in range(H):
-        o = gates[3 * H + j]
+        o = go[j]
         tanh_c = tanh(cell[j])
         m[j] = o * tanh_c
-        dgates[3 * H + j] = dm[j] * tanh_c * sigmoid_grad(o)
+        go[j] = dm[j] * tanh_c * sigmoid_grad(o)
         dc[j] = dc[j] + dm[j] * o * tanh_grad(tanh_c)
-    _cell_backward_dc(H, gates, cell_prev, dc, dgates)
+    _cell_backward_dc(H, gd, cell_prev, dc)
 
 
 cdef inline void _zero_padding_rows(
@@ -837,17 +849,20 @@ cdef void _backward_rows(
             t = len_p[b] - 1 - s if reverse else s
             row = t * B + b
             cell_prev = cells_p + (row + prev_offset) * H if s > 0 else NULL
+            # The cell backward works in place: on the gates themselves
+            # when dgates is the gates array, else on a copy of them.
+            if dgates_p != gates_p:
+                memcpy(dgates_p + row * G, gates_p + row * G,
+                       G * sizeof(floating))
             if project:
                 _cell_backward_projected(
-                    H, gates_p + row * G, cells_p + row * H, cell_prev,
+                    H, dgates_p + row * G, cells_p + row * H, cell_prev,
                     dm_p + b * H, m_seq_p + row * H, dc_p + b * H,
-                    dgates_p + row * G,
                 )
             else:
                 _cell_backward(
-                    H, gates_p + row * G, cells_p + row * H, cell_prev,
+                    H, dgates_p + row * G, cells_p + row * H, cell_prev,
                     dhidden_p + row * H, dh_p + b * H, dc_p + b * H,
-                    dgates_p + row * G,
                 )
             if reverse:
                 memcpy(dstep_p + b * G, dgates_p + row * G, G * sizeof(floating))
@@ -1298,7 +1313,9 @@ def lstm_backward(
     floating[:, ::1] dW_hh,             # (4H, P) out
     floating[::1] dbias,                # (4H,) out
     floating[:, :, ::1] dgates,         # (T, B, 4H) workspace: dL/d(gate
-                                        #   pre-activations), zero on padding
+                                        #   pre-activations), zero on
+                                        #   padding; may be ``gates``
+                                        #   itself, overwritten then
     floating[:, ::1] dgates_step,       # (B, 4H) workspace (reverse only)
     floating[:, ::1] dh_rec,            # (B, P) workspace: dL/dh_prev
     floating[:, ::1] dc_state,          # (B, H) workspace: dL/dc_prev
@@ -1338,6 +1355,11 @@ def lstm_backward(
     only. So does ``own_weight_grads`` (with ``weight_grad_work``), which
     sums dW_ih, dW_hh and dbias in blocks of rows; it applies to those of
     at most 128 KiB (``_own_weight_grad``).
+
+    ``dgates`` may be the ``gates`` array itself: each step's gates are read
+    once, by that step's cell backward, which then stores their gradients in
+    their place. That saves T * B * 4H elements, the largest array of
+    training after the gates, and leaves the gradients in ``gates``.
     """
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
     cdef Py_ssize_t P = W_hh.shape[1]
@@ -1390,6 +1412,11 @@ def lstm_backward(
     cdef floating* dW_hh_p = &dW_hh[0, 0]
     cdef floating* dbias_p = &dbias[0]
     cdef floating* dgates_p = &dgates[0, 0, 0]
+    cdef Py_ssize_t n_gates = T * B * G
+    if dgates_p != gates_p and (dgates_p < gates_p + n_gates
+                                and gates_p < dgates_p + n_gates):
+        raise ValueError("dgates overlaps gates: pass the gates array itself "
+                         "(to overwrite it) or an array of its own")
     cdef floating* dstep_p = &dgates_step[0, 0]
     cdef floating* dh_p = &dh_rec[0, 0]
     cdef floating* dc_p = &dc_state[0, 0]
