@@ -237,3 +237,30 @@ def test_projection_gradient_matches_finite_differences(
     else:
         Y, weights = rng.randn(4, 2), rng.uniform(0.5, 2.0, 4)
     _assert_gradient_is_exact(network, backend, params, X, lengths, Y, weights)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_log_loss_matches_scipy_at_any_scale(dtype):
+    """The NumPy softmax cross-entropy (one exp for both log_softmax and
+    softmax) gives SciPy's loss and softmax - y, also for logits whose exp
+    overflows; a non-finite logit gives a non-finite loss (a diverged fit)."""
+    from scipy.special import log_softmax, softmax
+
+    from sklstm._losses import softmax_log_loss
+
+    rng = np.random.RandomState(0)
+    weights = rng.uniform(0.5, 2, 9).astype(dtype)
+    Y = _targets("softmax_log_loss", 9, 4, rng).astype(dtype)
+    for scale in (1.0, 1e4):
+        raw = (scale * rng.randn(9, 4)).astype(dtype)
+        loss, draw = softmax_log_loss(Y, raw.copy(), weights)
+        per_sample = -(Y * log_softmax(raw, axis=1)).sum(axis=1)
+        expected = np.dot(weights, per_sample) / weights.sum()
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(loss, expected, rtol=rtol)
+        np.testing.assert_allclose(
+            draw, (softmax(raw, axis=1) - Y) * (weights / weights.sum())[:, None],
+            rtol=rtol, atol=1e-7 if dtype == np.float32 else 1e-15)
+    raw[2, 1] = np.inf
+    with np.errstate(invalid="ignore"):
+        assert not np.isfinite(softmax_log_loss(Y, raw, weights)[0])
