@@ -331,6 +331,14 @@ def test_bad_weight_shape_raises():
         CPUBackend().forward(X, lengths, W_ih, W_hh, bias[:-1])
 
 
+def test_bad_dh_n_shape_raises():
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(5, 2, 3, [5, 4], np.float64)
+    with pytest.raises(ValueError, match=r"dh_n has shape \(3, 3\), expected "
+                                         r"\(2, 3\)"):
+        _run_kernels(X, lengths, W_ih, W_hh, bias, None, False, 1,
+                     dh_n=np.zeros((3, 3)))
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_matches_torch_packed_lstm(reverse):
     """The outside oracle: PyTorch's nn.LSTM on a packed batch, float64."""
@@ -400,7 +408,7 @@ def test_threads_run_concurrently_and_agree():
 def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
                  W_hr=None, n_parts=0, chunked_grads=-1, packed_weights=False,
                  own_weight_grads=-1, kernels=_lstm_fast, input_grad=True,
-                 dgates_in_place=False):
+                 dgates_in_place=False, dh_n=None):
     """lstm_forward + lstm_backward of the build ``kernels`` called directly
     with ``n_threads`` (and ``n_parts`` pieces of work; 0: one per thread).
     With ``packed_weights`` they get the workspaces the backend gives:
@@ -408,7 +416,7 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
     per step on [x_t | h_prev]. ``own_weight_grads`` is passed to backward,
     with the workspace it needs. Without ``input_grad``, backward gets no
     ``dX`` (returned as None). With ``dgates_in_place``, backward writes
-    dgates over the gates."""
+    dgates over the gates. ``dh_n`` is passed to backward."""
     T, B, n_in = X.shape
     P = W_hh.shape[1]
     H = P if W_hr is None else W_hr.shape[1]
@@ -448,7 +456,7 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
         np.empty((B, 4 * H), dtype),
         np.empty((B, P), dtype), np.empty((B, H), dtype), n_threads,
         n_parts=n_parts, chunked_grads=chunked_grads,
-        own_weight_grads=own_weight_grads, **bwd_proj,
+        own_weight_grads=own_weight_grads, dh_n=dh_n, **bwd_proj,
     )
     return [hidden, h_n, c_n] + grads
 
@@ -590,6 +598,53 @@ def test_dgates_overlapping_the_gates_raise():
             np.empty(W_ih.shape), np.empty(W_hh.shape), np.empty(4 * H),
             shifted, np.empty((B, 4 * H)), np.empty((B, H)),
             np.empty((B, H)))
+
+
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
+@pytest.mark.parametrize("chunked_grads", [0, 1])
+@pytest.mark.parametrize("projected", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_dh_n_is_dhidden_at_each_sequences_last_step(
+    n_threads, reverse, projected, chunked_grads, kernels
+):
+    """dL/dh_n given as ``dh_n`` gives every output bit for bit as the same
+    gradient put in ``dhidden`` where each sequence's h_n is (t = length - 1
+    forward, t = 0 reverse), alone (``dhidden=None``) and added to a
+    ``dhidden``; with ragged lengths (a zero one too), on the chunked and
+    the post-loop paths, with sklstm's weight gradients and BLAS."""
+    for n_in in (1, 9):
+        for dtype in DTYPES:
+            rng = np.random.default_rng(n_in)
+            lengths = np.sort(rng.integers(0, 8, size=21))[::-1].copy()
+            lengths[0], lengths[-1] = 7, 0
+            X, lengths, W_ih, W_hh, bias, dhidden = _problem(7, n_in, 12,
+                                                             lengths, dtype)
+            W_hr = None
+            if projected:
+                W_hh = np.ascontiguousarray(W_hh[:, :5])
+                W_hr = rng.standard_normal((5, 12)).astype(dtype)
+                dhidden = np.ascontiguousarray(dhidden[:, :, :5])
+            dh_n = rng.standard_normal(dhidden.shape[1:]).astype(dtype)
+            rows = np.flatnonzero(lengths > 0)
+            times = np.zeros_like(rows) if reverse else lengths[rows] - 1
+            for own in (0, 1):
+                kwargs = dict(W_hr=W_hr, chunked_grads=chunked_grads,
+                              own_weight_grads=own, packed_weights=True,
+                              kernels=kernels)
+                for above in (None, dhidden):
+                    scattered = (np.zeros_like(dhidden) if above is None
+                                 else above.copy())
+                    scattered[times, rows] += dh_n[rows]
+                    expected = _run_kernels(X, lengths, W_ih, W_hh, bias,
+                                            scattered, reverse, n_threads,
+                                            **kwargs)
+                    actual = _run_kernels(X, lengths, W_ih, W_hh, bias, above,
+                                          reverse, n_threads, dh_n=dh_n,
+                                          **kwargs)
+                    for a, e in zip(actual, expected):
+                        assert np.isfinite(e).all()
+                        np.testing.assert_array_equal(a, e)
 
 
 def test_backends_skip_the_input_gradient_on_request():

@@ -34,7 +34,6 @@ from collections import namedtuple
 import numpy as np
 
 from .._losses import LOSSES
-from .._network import head_read_index
 from . import _cpu
 
 #: Set to False to run every minibatch through the general path.
@@ -58,12 +57,14 @@ class _LayerDirection:
     of up to ``n_steps`` steps, and its kernel calls' thread plan.
 
     ``input_grad``: backward computes ``dX`` (not for the data).
-    ``own_dhidden``: backward reads ``dhidden`` from an array of its own (the
-    top layer's, and a layer's below two directions); one direction below
-    reads the dX of the layer above in place."""
+    ``own_dhidden``: backward reads ``dhidden`` from an array of its own (a
+    layer's below two directions); one direction below reads the dX of the
+    layer above in place. The top layer has no ``dhidden``: the head reads
+    its h_n only, whose gradient backward takes as ``dh_n``, from an array
+    of its own with two directions (``own_dh_n``)."""
 
     def __init__(self, n_steps, n_seq, n_inputs, n_units, dtype, input_grad,
-                 own_dhidden):
+                 own_dhidden, own_dh_n):
         G = 4 * n_units
         empty = np.empty
         self.n_steps = n_steps
@@ -77,10 +78,12 @@ class _LayerDirection:
         self.step_gates = empty((n_seq, G), dtype)
         self.xh = empty((n_seq, n_inputs + n_units), dtype)
         self.W_cat_t = empty((n_inputs + n_units, G), dtype)
-        # Backward: dhidden (the top layer's is zero but where the head
-        # reads), dX, and the workspaces.
-        self.dhidden = (np.zeros((n_steps, n_seq, n_units), dtype)
+        # Backward: dhidden, or the top layer's dh_n (a copy of its columns
+        # of the head's gradient with two directions), dX, and the
+        # workspaces.
+        self.dhidden = (empty((n_steps, n_seq, n_units), dtype)
                         if own_dhidden else None)
+        self.dh_n = empty((n_seq, n_units), dtype) if own_dh_n else None
         self.dX = empty((n_steps, n_seq, n_inputs), dtype) if input_grad else None
         self.dgates_step = empty((n_seq, G), dtype)
         self.dh_rec = empty((n_seq, n_units), dtype)
@@ -136,7 +139,8 @@ class _Plan:
             top = layer == n_layers - 1
             self.layers.append([
                 _LayerDirection(n_steps, n_seq, n_inputs, n_units, dtype,
-                                input_grad=layer > 0, own_dhidden=top or D == 2)
+                                input_grad=layer > 0, own_dhidden=D == 2 and not top,
+                                own_dh_n=D == 2 and top)
                 for _ in range(D)
             ])
             two = D == 2
@@ -286,12 +290,16 @@ class CPUMinibatchSteps:
                 views = self._layer_views[layer][direction]
                 dviews = self._dlayer_views[layer][direction]
                 steps = ld.steps(n_steps)
-                dhidden = steps.dhidden
+                dhidden, dh_n = steps.dhidden, None
                 columns = slice(direction * n_units, (direction + 1) * n_units)
                 if layer == n_layers - 1:
-                    # Zero but where the head read h; zeroed again after.
-                    where = head_read_index(direction, lengths, n_steps)
-                    dhidden[where] = dhead_input[:, columns]
+                    # The head read h_n only: its gradient enters as dh_n.
+                    dhidden = None
+                    if D == 2:
+                        dh_n = ld.dh_n
+                        np.copyto(dh_n, dhead_input[:, columns])
+                    else:
+                        dh_n = dhead_input
                 elif D == 2:
                     np.copyto(dhidden, dlayer_output[:, :, columns])
                 else:
@@ -302,10 +310,8 @@ class CPUMinibatchSteps:
                          dviews["b_ih"], steps.gates, ld.dgates_step, ld.dh_rec,
                          ld.dc_state, W_hh_packed=ld.W_hh_packed,
                          weight_grad_work=ld.weight_grad_work, n_parts=ld.n_parts,
-                         n_threads=ld.threads(n_threads))
+                         n_threads=ld.threads(n_threads), dh_n=dh_n)
                 dviews["b_hh"][...] = dviews["b_ih"]
-                if layer == n_layers - 1:
-                    dhidden[where] = 0
             if layer > 0:
                 if D == 2:
                     dlayer_output = np.add(lds[0].steps(n_steps).dX,

@@ -390,7 +390,7 @@ cdef inline void _cell_backward(
                               #   step; out: dL/d(pre-activation gates)
     const floating* cell,     # (H,) c_t
     const floating* cell_prev,  # (H,) c_prev; NULL at the first step (zero)
-    const floating* dhidden,  # (H,) dL/dh_t from above
+    const floating* dhidden,  # (H,) dL/dh_t from above, or NULL (none)
     const floating* dh_rec,   # (H,) dL/dh_t through the next processed step
     floating* dc,             # (H,) in: dL/dc_t via c_next; out: dL/dc_prev
 ) noexcept nogil:
@@ -404,12 +404,20 @@ cdef inline void _cell_backward(
     cdef floating o, tanh_c, dh
     # dh = dhidden + dh_rec;  d_o = dh * tanh(c) * o * (1 - o)
     # dc_t = dc + dh * o * (1 - tanh(c)**2)
-    for j in range(H):
-        o = go[j]
-        tanh_c = tanh(cell[j])
-        dh = dhidden[j] + dh_rec[j]
-        go[j] = dh * tanh_c * sigmoid_grad(o)
-        dc[j] = dc[j] + dh * o * tanh_grad(tanh_c)
+    if dhidden != NULL:
+        for j in range(H):
+            o = go[j]
+            tanh_c = tanh(cell[j])
+            dh = dhidden[j] + dh_rec[j]
+            go[j] = dh * tanh_c * sigmoid_grad(o)
+            dc[j] = dc[j] + dh * o * tanh_grad(tanh_c)
+    else:  # the same loop with dh = dh_rec (one stream less to read)
+        for j in range(H):
+            o = go[j]
+            tanh_c = tanh(cell[j])
+            dh = dh_rec[j]
+            go[j] = dh * tanh_c * sigmoid_grad(o)
+            dc[j] = dc[j] + dh * o * tanh_grad(tanh_c)
     _cell_backward_dc(H, gd, cell_prev, dc)
 
 
@@ -793,15 +801,16 @@ cdef void _backward_rows(
     const Py_ssize_t* len_p, const floating* W_hh_p,
     const floating* W_hh_packed_p, const floating* W_hr_p,
     bint reverse, const floating* gates_p, const floating* cells_p,
-    const floating* dhidden_p, floating* dgates_p, floating* dstep_p,
-    floating* dh_p, floating* dc_p,
+    const floating* dhidden_p, const floating* dh_n_p, floating* dgates_p,
+    floating* dstep_p, floating* dh_p, floating* dc_p,
     floating* dh_seq_p, floating* m_seq_p, floating* dh_step_p,
     floating* dm_p,
 ) noexcept nogil:
     """BPTT of rows [b0, b1) over steps [s0, s1) (see lstm_backward).
 
     A call with s1 < T continues the previous call (steps [s1, ...)) from
-    the state it left in dh_p and dc_p.
+    the state it left in dh_p and dc_p. dhidden_p may be NULL (no gradient
+    from above at any step), dh_n_p too (none on h_n).
 
     With a projection (W_hr_p not NULL), per step the total dh of the active
     rows goes to dh_step (and dh_seq, time-ordered), one GEMM gives
@@ -814,8 +823,15 @@ cdef void _backward_rows(
     cdef const floating* step_rows
     cdef const floating* cell_prev
     if s1 == T:
-        # Rows not running at step s+1 get no gradient from it.
-        memset(dh_p + b0 * P, 0, (b1 - b0) * P * sizeof(floating))
+        # The gradient through the recurrence starts as dL/dh_n: it reaches
+        # each row at its first step here (its last in time), because the
+        # steps before write dh only for the rows they run. Without dh_n,
+        # rows not running at step s+1 get no gradient from it.
+        if dh_n_p != NULL:
+            memcpy(dh_p + b0 * P, dh_n_p + b0 * P,
+                   (b1 - b0) * P * sizeof(floating))
+        else:
+            memset(dh_p + b0 * P, 0, (b1 - b0) * P * sizeof(floating))
         memset(dc_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
     for s in range(s1 - 1, s0 - 1, -1):
         n_s = _n_active(len_p, B, s)
@@ -838,8 +854,12 @@ cdef void _backward_rows(
                 t = len_p[b] - 1 - s if reverse else s
                 row = t * B + b
                 # dh = dhidden[t, b] + dh_rec[b]
-                for j in range(P):
-                    dh_step_p[b * P + j] = dhidden_p[row * P + j] + dh_p[b * P + j]
+                if dhidden_p != NULL:
+                    for j in range(P):
+                        dh_step_p[b * P + j] = (dhidden_p[row * P + j]
+                                                + dh_p[b * P + j])
+                else:
+                    memcpy(dh_step_p + b * P, dh_p + b * P, P * sizeof(floating))
                 memcpy(dh_seq_p + row * P, dh_step_p + b * P, P * sizeof(floating))
             # dm_step[b0:hi] = dh_step[b0:hi] @ W_hr
             gemm(False, False, <int> (hi - b0), <int> H, <int> P,
@@ -862,7 +882,8 @@ cdef void _backward_rows(
             else:
                 _cell_backward(
                     H, dgates_p + row * G, cells_p + row * H, cell_prev,
-                    dhidden_p + row * H, dh_p + b * H, dc_p + b * H,
+                    dhidden_p + row * H if dhidden_p != NULL else NULL,
+                    dh_p + b * H, dc_p + b * H,
                 )
             if reverse:
                 memcpy(dstep_p + b * G, dgates_p + row * G, G * sizeof(floating))
@@ -1305,7 +1326,8 @@ def lstm_backward(
     const floating[:, :, ::1] cells,    # (T, B, H) from lstm_forward(training)
     const floating[:, :, ::1] hidden,   # (T, B, P) from lstm_forward, zero on
                                         #   padding (dW_hh relies on it)
-    const floating[:, :, ::1] dhidden,  # (T, B, P) dL/dhidden; padding ignored
+    const floating[:, :, ::1] dhidden,  # (T, B, P) dL/dhidden; padding
+                                        #   ignored; None: zero
     floating[:, :, ::1] dX,             # (T, B, I) out, zero on padding;
                                         #   None: not computed (a first
                                         #   layer's input needs none)
@@ -1345,6 +1367,9 @@ def lstm_backward(
                                           #   weight_grad_workspace_size(4H,
                                           #   I, P, n_parts, itemsize)
                                           #   elements; None: BLAS
+    const floating[:, ::1] dh_n=None,   # (B, P) dL/dh_n, on each sequence's
+                                        #   h after its last step (added to
+                                        #   dhidden there); None: zero
 ):
     """Backpropagation through time, in place into the given arrays.
 
@@ -1360,6 +1385,10 @@ def lstm_backward(
     once, by that step's cell backward, which then stores their gradients in
     their place. That saves T * B * 4H elements, the largest array of
     training after the gates, and leaves the gradients in ``gates``.
+
+    ``dh_n`` is the gradient of what reads only h_n (the head of
+    ``output="last"``): with ``dhidden=None`` it spares a (T, B, P) array
+    that would be zero but at each sequence's last step, and its reads.
     """
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
     cdef Py_ssize_t P = W_hh.shape[1]
@@ -1368,7 +1397,10 @@ def lstm_backward(
     _check3("gates", gates.shape, T, B, G)
     _check3("cells", cells.shape, T, B, H)
     _check3("hidden", hidden.shape, T, B, P)
-    _check3("dhidden", dhidden.shape, T, B, P)
+    if dhidden is not None:
+        _check3("dhidden", dhidden.shape, T, B, P)
+    if dh_n is not None:
+        _check2("dh_n", dh_n.shape, B, P)
     if dX is not None:
         _check3("dX", dX.shape, T, B, n_in)
     _check3("dgates", dgates.shape, T, B, G)
@@ -1406,7 +1438,9 @@ def lstm_backward(
     cdef const floating* gates_p = &gates[0, 0, 0]
     cdef const floating* cells_p = &cells[0, 0, 0]
     cdef const floating* hidden_p = &hidden[0, 0, 0]
-    cdef const floating* dhidden_p = &dhidden[0, 0, 0]
+    cdef const floating* dhidden_p = (&dhidden[0, 0, 0] if dhidden is not None
+                                      else NULL)
+    cdef const floating* dh_n_p = &dh_n[0, 0] if dh_n is not None else NULL
     cdef floating* dX_p = NULL if dX is None else &dX[0, 0, 0]
     cdef floating* dW_ih_p = &dW_ih[0, 0]
     cdef floating* dW_hh_p = &dW_hh[0, 0]
@@ -1483,9 +1517,9 @@ def lstm_backward(
                 lo = max(0, hi - chunk)
                 if n_blocks == 1:
                     _backward_rows(0, B, lo, hi, T, B, H, P, len_p, W_hh_p,
-                                   W_hh_packed_p, NULL, False, gates_p, cells_p, dhidden_p,
-                                   dgates_p, dstep_p, dh_p, dc_p, NULL, NULL,
-                                   NULL, NULL)
+                                   W_hh_packed_p, NULL, False, gates_p, cells_p,
+                                   dhidden_p, dh_n_p, dgates_p, dstep_p, dh_p,
+                                   dc_p, NULL, NULL, NULL, NULL)
                 else:
                     for part in prange(n_blocks,
                                        num_threads=min(workers, n_blocks),
@@ -1494,9 +1528,9 @@ def lstm_backward(
                                        _chunk(B, n_blocks, part + 1, 1),
                                        lo, hi, T, B, H, P, len_p, W_hh_p,
                                        W_hh_packed_p, NULL, False, gates_p,
-                                       cells_p,
-                                       dhidden_p, dgates_p, dstep_p, dh_p,
-                                       dc_p, NULL, NULL, NULL, NULL)
+                                       cells_p, dhidden_p, dh_n_p, dgates_p,
+                                       dstep_p, dh_p, dc_p, NULL, NULL, NULL,
+                                       NULL)
                 if pieces == 1:
                     _weight_grads_times(0, 1, lo, hi, hi == T, B, H, n_in,
                                         len_p, X_p, W_ih_p, hidden_p,
@@ -1513,8 +1547,9 @@ def lstm_backward(
         elif n_blocks == 1:
             _backward_rows(0, B, 0, T, T, B, H, P, len_p, W_hh_p,
                            W_hh_packed_p, W_hr_p, reverse,
-                           gates_p, cells_p, dhidden_p, dgates_p, dstep_p,
-                           dh_p, dc_p, dh_seq_p, m_seq_p, dh_step_p, dm_p)
+                           gates_p, cells_p, dhidden_p, dh_n_p, dgates_p,
+                           dstep_p, dh_p, dc_p, dh_seq_p, m_seq_p, dh_step_p,
+                           dm_p)
         else:
             for part in prange(n_blocks, num_threads=min(workers, n_blocks),
                                schedule="static"):
@@ -1524,8 +1559,8 @@ def lstm_backward(
                     _backward_rows(lo, hi, 0, T, T, B, H, P, len_p, W_hh_p,
                                    W_hh_packed_p, W_hr_p,
                                    reverse, gates_p, cells_p, dhidden_p,
-                                   dgates_p, dstep_p, dh_p, dc_p, dh_seq_p,
-                                   m_seq_p, dh_step_p, dm_p)
+                                   dh_n_p, dgates_p, dstep_p, dh_p, dc_p,
+                                   dh_seq_p, m_seq_p, dh_step_p, dm_p)
         if chunked:
             pass  # done chunk by chunk above
         elif pieces == 1:
