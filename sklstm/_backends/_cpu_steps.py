@@ -21,7 +21,10 @@ arrays kept here; the thread chooser times it whole, once.
 
 It computes what ``LSTMNetwork.loss_and_grad`` computes, with the same
 kernels, pieces and operations in the same order, so the results are the
-same bit for bit (``tests/test_cpu_steps.py``). It covers what most fits
+same bit for bit (``tests/test_cpu_steps.py``). One difference gives the
+same sums: the top layer's backward takes the head's gradient as ``dh_n``,
+where the general path scatters it into a ``dhidden`` that is zero
+elsewhere (the kernel adds it to the same zero). It covers what most fits
 are: ``output="last"``, no projection, no dropout masks to draw (one layer,
 or ``dropout=0``), any number of layers and directions, every loss. Other
 fits, and fits outside the main thread (where BLAS is not held at one
