@@ -478,23 +478,20 @@ def test_threaded_kernels_match_single_thread(n_threads, reverse, dtype):
         np.testing.assert_allclose(a, e, **TOL[dtype])
 
 
-@pytest.mark.parametrize("kernels", SIMD_BUILDS)
-@pytest.mark.parametrize("chunked_grads", [0, 1])
-@pytest.mark.parametrize("projected", [False, True])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_backward_without_input_grad_leaves_the_other_gradients_unchanged(
-    n_threads, reverse, projected, chunked_grads, kernels
-):
-    """dX=None skips dX = dgates @ W_ih only: every other output is the same
-    bit for bit, on the chunked and the post-loop paths, with sklstm's
-    weight gradients and BLAS, with 1 and 9 inputs (row dots, and a whole
-    vector plus a leftover column)."""
+def _backward_cases(projected, chunked_grads, kernels, shortest=1):
+    """The problems of the bit-for-bit backward tests below: 1 and 9 inputs
+    (row dots, and a whole vector plus a leftover column), both dtypes,
+    ragged lengths from ``shortest`` (0: one sequence is empty) to 7, with
+    or without a projection. Yields each problem with the keywords of
+    :func:`_run_kernels`, once with sklstm's weight gradients and once with
+    BLAS's."""
     for n_in in (1, 9):
         for dtype in DTYPES:
             rng = np.random.default_rng(n_in)
-            lengths = np.sort(rng.integers(1, 8, size=21))[::-1].copy()
+            lengths = np.sort(rng.integers(shortest, 8, size=21))[::-1].copy()
             lengths[0] = 7
+            if shortest == 0:
+                lengths[-1] = 0
             X, lengths, W_ih, W_hh, bias, dhidden = _problem(7, n_in, 12,
                                                              lengths, dtype)
             W_hr = None
@@ -503,56 +500,54 @@ def test_backward_without_input_grad_leaves_the_other_gradients_unchanged(
                 W_hr = rng.standard_normal((5, 12)).astype(dtype)
                 dhidden = np.ascontiguousarray(dhidden[:, :, :5])
             for own in (0, 1):
-                kwargs = dict(W_hr=W_hr, chunked_grads=chunked_grads,
-                              own_weight_grads=own, packed_weights=True,
-                              kernels=kernels)
-                full = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden,
-                                    reverse, n_threads, **kwargs)
-                lean = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden,
-                                    reverse, n_threads, input_grad=False,
-                                    **kwargs)
-                assert lean[3] is None and np.isfinite(full[3]).all()
-                for position, (a, e) in enumerate(zip(lean, full)):
-                    if position != 3:
-                        np.testing.assert_array_equal(a, e)
+                yield (X, lengths, W_ih, W_hh, bias, dhidden), dict(
+                    W_hr=W_hr, chunked_grads=chunked_grads,
+                    own_weight_grads=own, packed_weights=True, kernels=kernels)
 
 
-@pytest.mark.parametrize("kernels", SIMD_BUILDS)
-@pytest.mark.parametrize("chunked_grads", [0, 1])
-@pytest.mark.parametrize("projected", [False, True])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("n_threads", [1, 2])
+def _backward_paths(test):
+    """Parametrizes ``test`` over the backward paths: threads, direction,
+    projection, chunked or post-loop weight gradients, SIMD build."""
+    for name, values in [("kernels", SIMD_BUILDS), ("chunked_grads", [0, 1]),
+                         ("projected", [False, True]),
+                         ("reverse", [False, True]), ("n_threads", [1, 2])]:
+        test = pytest.mark.parametrize(name, values)(test)
+    return test
+
+
+@_backward_paths
+def test_backward_without_input_grad_leaves_the_other_gradients_unchanged(
+    n_threads, reverse, projected, chunked_grads, kernels
+):
+    """dX=None skips dX = dgates @ W_ih only: every other output is the same
+    bit for bit, on the chunked and the post-loop paths, with sklstm's
+    weight gradients and BLAS."""
+    for problem, kwargs in _backward_cases(projected, chunked_grads, kernels):
+        full = _run_kernels(*problem, reverse, n_threads, **kwargs)
+        lean = _run_kernels(*problem, reverse, n_threads, input_grad=False,
+                            **kwargs)
+        assert lean[3] is None and np.isfinite(full[3]).all()
+        for position, (a, e) in enumerate(zip(lean, full)):
+            if position != 3:
+                np.testing.assert_array_equal(a, e)
+
+
+@_backward_paths
 def test_dgates_over_the_gates_give_the_same_gradients(
     n_threads, reverse, projected, chunked_grads, kernels
 ):
     """Backward writing dgates over the gates (what the backends do) gives
     every output bit for bit as with a dgates array of its own, on the
     chunked and the post-loop paths, with sklstm's weight gradients and
-    BLAS, ragged lengths, and 1 or 9 inputs."""
-    for n_in in (1, 9):
-        for dtype in DTYPES:
-            rng = np.random.default_rng(n_in)
-            lengths = np.sort(rng.integers(0, 8, size=21))[::-1].copy()
-            lengths[0] = 7
-            X, lengths, W_ih, W_hh, bias, dhidden = _problem(7, n_in, 12,
-                                                             lengths, dtype)
-            W_hr = None
-            if projected:
-                W_hh = np.ascontiguousarray(W_hh[:, :5])
-                W_hr = rng.standard_normal((5, 12)).astype(dtype)
-                dhidden = np.ascontiguousarray(dhidden[:, :, :5])
-            for own in (0, 1):
-                kwargs = dict(W_hr=W_hr, chunked_grads=chunked_grads,
-                              own_weight_grads=own, packed_weights=True,
-                              kernels=kernels)
-                apart = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden,
-                                     reverse, n_threads, **kwargs)
-                over = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden,
-                                    reverse, n_threads, dgates_in_place=True,
-                                    **kwargs)
-                for a, e in zip(over, apart):
-                    assert np.isfinite(e).all()
-                    np.testing.assert_array_equal(a, e)
+    BLAS, and an empty sequence."""
+    for problem, kwargs in _backward_cases(projected, chunked_grads, kernels,
+                                           shortest=0):
+        apart = _run_kernels(*problem, reverse, n_threads, **kwargs)
+        over = _run_kernels(*problem, reverse, n_threads, dgates_in_place=True,
+                            **kwargs)
+        for a, e in zip(over, apart):
+            assert np.isfinite(e).all()
+            np.testing.assert_array_equal(a, e)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -600,51 +595,32 @@ def test_dgates_overlapping_the_gates_raise():
             np.empty((B, H)))
 
 
-@pytest.mark.parametrize("kernels", SIMD_BUILDS)
-@pytest.mark.parametrize("chunked_grads", [0, 1])
-@pytest.mark.parametrize("projected", [False, True])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("n_threads", [1, 2])
+@_backward_paths
 def test_dh_n_is_dhidden_at_each_sequences_last_step(
     n_threads, reverse, projected, chunked_grads, kernels
 ):
     """dL/dh_n given as ``dh_n`` gives every output bit for bit as the same
     gradient put in ``dhidden`` where each sequence's h_n is (t = length - 1
     forward, t = 0 reverse), alone (``dhidden=None``) and added to a
-    ``dhidden``; with ragged lengths (a zero one too), on the chunked and
-    the post-loop paths, with sklstm's weight gradients and BLAS."""
-    for n_in in (1, 9):
-        for dtype in DTYPES:
-            rng = np.random.default_rng(n_in)
-            lengths = np.sort(rng.integers(0, 8, size=21))[::-1].copy()
-            lengths[0], lengths[-1] = 7, 0
-            X, lengths, W_ih, W_hh, bias, dhidden = _problem(7, n_in, 12,
-                                                             lengths, dtype)
-            W_hr = None
-            if projected:
-                W_hh = np.ascontiguousarray(W_hh[:, :5])
-                W_hr = rng.standard_normal((5, 12)).astype(dtype)
-                dhidden = np.ascontiguousarray(dhidden[:, :, :5])
-            dh_n = rng.standard_normal(dhidden.shape[1:]).astype(dtype)
-            rows = np.flatnonzero(lengths > 0)
-            times = np.zeros_like(rows) if reverse else lengths[rows] - 1
-            for own in (0, 1):
-                kwargs = dict(W_hr=W_hr, chunked_grads=chunked_grads,
-                              own_weight_grads=own, packed_weights=True,
-                              kernels=kernels)
-                for above in (None, dhidden):
-                    scattered = (np.zeros_like(dhidden) if above is None
-                                 else above.copy())
-                    scattered[times, rows] += dh_n[rows]
-                    expected = _run_kernels(X, lengths, W_ih, W_hh, bias,
-                                            scattered, reverse, n_threads,
-                                            **kwargs)
-                    actual = _run_kernels(X, lengths, W_ih, W_hh, bias, above,
-                                          reverse, n_threads, dh_n=dh_n,
-                                          **kwargs)
-                    for a, e in zip(actual, expected):
-                        assert np.isfinite(e).all()
-                        np.testing.assert_array_equal(a, e)
+    ``dhidden``; with an empty sequence, on the chunked and the post-loop
+    paths, with sklstm's weight gradients and BLAS."""
+    rng = np.random.default_rng(0)
+    for problem, kwargs in _backward_cases(projected, chunked_grads, kernels,
+                                           shortest=0):
+        X, lengths, W_ih, W_hh, bias, dhidden = problem
+        dh_n = rng.standard_normal(dhidden.shape[1:]).astype(X.dtype)
+        rows = np.flatnonzero(lengths > 0)
+        times = np.zeros_like(rows) if reverse else lengths[rows] - 1
+        for above in (None, dhidden):
+            scattered = np.zeros_like(dhidden) if above is None else above.copy()
+            scattered[times, rows] += dh_n[rows]
+            expected = _run_kernels(X, lengths, W_ih, W_hh, bias, scattered,
+                                    reverse, n_threads, **kwargs)
+            actual = _run_kernels(X, lengths, W_ih, W_hh, bias, above, reverse,
+                                  n_threads, dh_n=dh_n, **kwargs)
+            for a, e in zip(actual, expected):
+                assert np.isfinite(e).all()
+                np.testing.assert_array_equal(a, e)
 
 
 def test_backends_skip_the_input_gradient_on_request():
