@@ -25,11 +25,14 @@ whole call's time.
 FLOPs: forward per layer-direction ``2 T N 4H (I + H)``; training is counted
 as 3x forward (forward, gradient of the input side, gradient of the weights).
 
-Each side runs in a subprocess of its own (so imports, thread pools and peak
-memory do not mix), started once and asked for one workload at a time: the
-sides of a workload run back to back, so that a slow spell of a shared host
-falls on all sides of one workload rather than on every workload of one
-side (before, W1 of sklstm and W1 of Keras ran minutes apart). ``--rounds R``
+Each side runs each workload in a subprocess of its own (so imports, thread
+pools and peak memory do not mix; a process kept across workloads hid
+Keras' W4 peak inside the memory TensorFlow kept from W3), except with
+``--quick``, where one process per side runs all workloads (importing
+TensorFlow takes ~10 s a process). The sides of a workload run back to back,
+so that a slow spell of a shared host falls on all sides of one workload
+rather than on every workload of one side (before, W1 of sklstm and W1 of
+Keras ran minutes apart). ``--rounds R``
 goes through all workloads and sides R times, interleaved, and reports the
 median over the rounds of each side's times. Peak memory is the high-water
 mark of the resident set (``VmHWM``, reset through ``/proc/self/clear_refs``
@@ -377,7 +380,7 @@ def _spawn(argv, timeout=3600):
 
 
 class _SideProcess:
-    """One side's worker subprocess, asked for one workload at a time."""
+    """A side's worker subprocess, asked for workloads one at a time."""
 
     def __init__(self, side, argv):
         # stderr to a file: TensorFlow writes enough to fill a pipe nobody
@@ -414,33 +417,42 @@ class _SideProcess:
         self._stderr.close()
 
 
-def _run_sides(sides, workloads, rounds, argv):
+def _run_sides(sides, workloads, rounds, argv, fresh=True):
     """``{side: {workload: result}}`` (None for a side that failed) and
     ``{side: reason}`` of the sides skipped; the sides of each workload run
     back to back, and with several rounds each time is the median over the
-    rounds (each peak memory the largest)."""
-    skipped, processes = {}, {}
+    rounds (each peak memory the largest). ``fresh``: a new process per
+    side and workload, else one per side."""
+    skipped, failures = {}, {}
     for side in sides:
         reason = _available(side)
-        if reason is None:
-            processes[side] = _SideProcess(side, argv)
-        else:
+        if reason is not None:
             skipped[side] = reason
-    runs = {side: {w: [] for w in workloads} for side in processes}
+    running = [side for side in sides if side not in skipped]
+    runs = {side: {w: [] for w in workloads} for side in running}
+    processes = {}
     try:
         for _ in range(rounds):
             for workload in workloads:
-                for side, process in processes.items():
-                    result = process.run(workload)
-                    if result is not None:
+                for side in running:
+                    if side in failures:
+                        continue
+                    if fresh and side in processes:
+                        processes.pop(side).close()
+                    if side not in processes:
+                        processes[side] = _SideProcess(side, argv)
+                    result = processes[side].run(workload)
+                    if result is None:
+                        failures[side] = processes[side].failure
+                    else:
                         runs[side][workload].append(result)
     finally:
         for process in processes.values():
             process.close()
     results = {side: None for side in sides}
-    for side, process in processes.items():
-        if process.failure is not None:
-            skipped[side] = process.failure
+    for side in running:
+        if side in failures:
+            skipped[side] = failures[side]
             continue
         results[side] = {
             w: {key: (max if key.endswith("_mem") else statistics.median)(
@@ -507,7 +519,7 @@ def main():
         if args.quick:
             common.append("--quick")
         results, skipped = _run_sides(args.sides.split(","), args.workloads,
-                                      args.rounds, common)
+                                      args.rounds, common, fresh=not args.quick)
         memory = None
         if not args.no_memory and "sklstm" in args.sides.split(","):
             n_mem = args.memory_n or (2_000 if args.quick else 100_000)
