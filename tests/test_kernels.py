@@ -380,6 +380,61 @@ def test_matches_torch_packed_lstm(reverse):
     )
 
 
+@pytest.mark.parametrize("with_dhidden", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_dh_n_matches_torch_and_finite_differences(reverse, with_dhidden):
+    """The outside oracle for ``dh_n``: PyTorch's gradients of
+    sum(h_n * dh_n) (+ sum(hidden * dhidden)) on a packed batch with an
+    empty sequence, and central differences of the same loss, float64."""
+    torch = pytest.importorskip("torch")
+    T, n_in, H, lengths = CASES["variable"]
+    lengths = list(lengths) + [0]
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths, np.float64)
+    dh_n = np.random.default_rng(7).standard_normal((len(lengths), H))
+    above = dhidden if with_dhidden else None
+    hidden, h_n, c_n, dX, dW_ih, dW_hh, dbias = _run_kernels(
+        X, lengths, W_ih, W_hh, bias, above, reverse, 1, dh_n=dh_n)
+
+    rows = lengths > 0  # PyTorch packs non-empty sequences only
+    lstm = torch.nn.LSTM(n_in, H, bidirectional=True).double()
+    suffix = "_reverse" if reverse else ""
+    with torch.no_grad():
+        getattr(lstm, "weight_ih_l0" + suffix).copy_(torch.from_numpy(W_ih))
+        getattr(lstm, "weight_hh_l0" + suffix).copy_(torch.from_numpy(W_hh))
+        getattr(lstm, "bias_ih_l0" + suffix).copy_(torch.from_numpy(bias))
+        getattr(lstm, "bias_hh_l0" + suffix).zero_()
+    X_t = torch.from_numpy(X[:, rows]).requires_grad_(True)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        X_t, torch.from_numpy(lengths[rows]))
+    packed_out, (h_n_t, _) = lstm(packed)
+    loss = (h_n_t[int(reverse)] * torch.from_numpy(dh_n[rows])).sum()
+    if with_dhidden:
+        out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_out,
+                                                          total_length=T)
+        loss = loss + (out_t[:, :, int(reverse) * H:(int(reverse) + 1) * H]
+                       * torch.from_numpy(dhidden[:, rows])).sum()
+    loss.backward()
+    tol = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dX[:, rows], X_t.grad.numpy(), **tol)
+    assert (dX[:, ~rows] == 0).all()
+    for name, grad in (("weight_ih_l0", dW_ih), ("weight_hh_l0", dW_hh),
+                       ("bias_ih_l0", dbias)):
+        np.testing.assert_allclose(
+            grad, getattr(lstm, name + suffix).grad.numpy(), **tol)
+
+    def loss_at(W):
+        hidden, h_n = _run_kernels(X, lengths, W_ih, W, bias, dhidden,
+                                   reverse, 1)[:2]
+        total = (h_n * dh_n).sum()
+        return total + (hidden * dhidden).sum() if with_dhidden else total
+
+    for index in [(0, 0), (H + 1, 2), (4 * H - 1, H - 1)]:
+        step = np.zeros_like(W_hh)
+        step[index] = 1e-6
+        numeric = (loss_at(W_hh + step) - loss_at(W_hh - step)) / 2e-6
+        np.testing.assert_allclose(dW_hh[index], numeric, rtol=1e-6, atol=1e-9)
+
+
 def test_threads_run_concurrently_and_agree():
     # The kernels release the GIL and keep all state in the arrays passed in,
     # so concurrent calls from threads must give the serial results.
