@@ -307,23 +307,22 @@ def max_threads():
     return omp_get_max_threads()
 
 
-cdef inline void _cell_forward(
+cdef inline void _activate_gates(
     Py_ssize_t H,
-    floating* gates,          # (4H,) in: x_t @ W_ih.T; out: activated i|f|g|o
-    const floating* rec,      # (4H,) h_prev @ W_hh.T, or NULL (h_prev = 0)
+    floating* gates,          # (4H,) in: x_t @ W_ih.T (or the fused GEMM's
+                              #   [x_t | h_prev] @ [W_ih | W_hh].T);
+                              #   out: activated i|f|g|o
+    const floating* rec,      # (4H,) h_prev @ W_hh.T, or NULL (none to add)
     const floating* bias,     # (4H,)
-    floating* c,              # (H,) in: c_prev; out: c_t
-    floating* h,              # (H,) out: h_t
 ) noexcept nogil:
-    """One row of one step: bias, activations, c_t and h_t.
+    """The bias and the gate activations of one row of one step.
 
     Written as short loops with few pointers each, so that the compiler
     vectorizes them (the activations are plain arithmetic).
     """
     cdef Py_ssize_t j
-    cdef floating c_t
     # i, f = sigmoid(...); g = tanh(...); o = sigmoid(...)
-    if rec == NULL:  # the first step: h_prev @ W_hh.T is zero
+    if rec == NULL:
         for j in range(2 * H):
             gates[j] = sigmoid(gates[j] + bias[j])
         for j in range(2 * H, 3 * H):
@@ -337,11 +336,53 @@ cdef inline void _cell_forward(
             gates[j] = tanh(gates[j] + rec[j] + bias[j])
         for j in range(3 * H, 4 * H):
             gates[j] = sigmoid(gates[j] + rec[j] + bias[j])
+
+
+cdef inline void _cell_forward(
+    Py_ssize_t H,
+    floating* gates,          # (4H,) in: x_t @ W_ih.T; out: activated i|f|g|o
+    const floating* rec,      # (4H,) h_prev @ W_hh.T, or NULL (h_prev = 0)
+    const floating* bias,     # (4H,)
+    floating* c,              # (H,) in: c_prev; out: c_t
+    floating* h,              # (H,) out: h_t
+) noexcept nogil:
+    """One row of one step: bias, activations, c_t and h_t."""
+    cdef Py_ssize_t j
+    cdef floating c_t
+    _activate_gates(H, gates, rec, bias)
     # c_t = f * c_prev + i * g;  h_t = o * tanh(c_t)
     for j in range(H):
         c_t = gates[H + j] * c[j] + gates[j] * gates[2 * H + j]
         c[j] = c_t
         h[j] = gates[3 * H + j] * tanh(c_t)
+
+
+cdef inline void _cell_forward_stored(
+    Py_ssize_t H,
+    floating* gates,          # (4H,) in: [x_t | h_prev] @ [W_ih | W_hh].T;
+                              #   out: activated i|f|g|o
+    const floating* bias,     # (4H,)
+    const floating* c_prev,   # (H,) c_prev (another row than c)
+    floating* c,              # (H,) out: c_t
+    floating* h,              # (H,) out: h_t
+    floating* h_seq,          # (H,) out: h_t again (the hidden sequence)
+) noexcept nogil:
+    """_cell_forward of the fused recurrence when training: c_t goes
+    straight into the cells array, from c_prev read there, and h_t both
+    into the next step's GEMM operand and into the hidden sequence, where
+    the plain cell updates a state row that the caller then copies out.
+    The arithmetic is the same, in the same order."""
+    cdef Py_ssize_t j
+    cdef floating h_t
+    cdef const floating* go = gates + 3 * H
+    _activate_gates(H, gates, NULL, bias)
+    # Two loops: as one, with its five arrays, GCC did not vectorize it.
+    for j in range(H):
+        c[j] = gates[H + j] * c_prev[j] + gates[j] * gates[2 * H + j]
+    for j in range(H):
+        h_t = go[j] * tanh(c[j])
+        h[j] = h_t
+        h_seq[j] = h_t
 
 
 cdef inline void _cell_backward_dc(
@@ -751,10 +792,22 @@ cdef void _fused_rows(
     cell writes h_t back in place. The input projection is thus done step
     by step, on rows that are still in cache, and at inference nothing of
     size T * B * 4H exists, so a predict batch is bounded by the hidden
-    sequences alone. Training (``gates_p`` not NULL) also stores each
-    row's activated gates and cell state for backward.
+    sequences alone.
+
+    Training (``gates_p`` not NULL) keeps each row's activated gates, c_t
+    and h_t for backward, written where backward reads them: the GEMM
+    writes a step's gates into their rows of ``gates`` whenever these are
+    consecutive there (always going forward, where every row is at time s;
+    going backward when the step's rows have one length), the cell
+    activates them in place, and takes c_prev from ``cells``. Copying them
+    there from a step buffer and a state row was 10-15 % of the forward
+    pass at T=50, B=64, H=64 and at W1 of the benchmark.
     """
     cdef Py_ssize_t G = 4 * H, K = n_in + H, s, b, t, n_s, hi
+    cdef bint training = gates_p != NULL, direct
+    cdef floating* out
+    cdef floating* h_row
+    cdef const floating* c_prev
     for b in range(b0, b1):
         memset(xh_p + b * K + n_in, 0, H * sizeof(floating))
     memset(c_p + b0 * H, 0, (b1 - b0) * H * sizeof(floating))
@@ -769,29 +822,53 @@ cdef void _fused_rows(
             t = len_p[b] - 1 - s if reverse else s
             memcpy(xh_p + b * K, X_p + (t * B + b) * n_in,
                    n_in * sizeof(floating))
-        # step_gates[b0:hi] = xh[b0:hi] @ W_cat_t (packed panels, or plain)
+        # The step's gates of rows [b0, hi): into `gates` directly, or into
+        # the step buffer (inference, or reverse rows of several lengths).
+        direct = training and (not reverse or len_p[b0] == len_p[hi - 1])
+        if direct:
+            t = len_p[b0] - 1 - s if reverse else s
+            out = gates_p + (t * B + b0) * G
+        else:
+            out = step_p + b0 * G
+        # out[b0:hi] = xh[b0:hi] @ W_cat_t (packed panels, or plain)
         if packed:
             _packed_gemm(<int> (hi - b0), <int> G, <int> K, xh_p + b0 * K,
-                         <int> K, W_cat_t_p, False, step_p + b0 * G, <int> G)
+                         <int> K, W_cat_t_p, False, out, <int> G)
         else:
             gemm(False, False, <int> (hi - b0), <int> G, <int> K,
                  <floating> 1, xh_p + b0 * K, <int> K, W_cat_t_p, <int> G,
-                 <floating> 0, step_p + b0 * G, <int> G)
+                 <floating> 0, out, <int> G)
         for b in range(b0, hi):
-            _cell_forward(H, step_p + b * G, NULL, bias_p, c_p + b * H,
-                          xh_p + b * K + n_in)
             t = len_p[b] - 1 - s if reverse else s
-            if gates_p != NULL:
-                memcpy(gates_p + (t * B + b) * G, step_p + b * G,
+            h_row = xh_p + b * K + n_in
+            if not training:
+                _cell_forward(H, out + (b - b0) * G, NULL, bias_p,
+                              c_p + b * H, h_row)
+                if store_hidden:
+                    memcpy(hidden_p + (t * B + b) * H, h_row,
+                           H * sizeof(floating))
+                continue
+            # c_prev: this row's c of the step before (time t - 1 forward,
+            # t + 1 reverse), or the zero state at its first step
+            if s == 0:
+                c_prev = c_p + b * H
+            else:
+                c_prev = cells_p + ((t + 1 if reverse else t - 1) * B + b) * H
+            _cell_forward_stored(H, out + (b - b0) * G, bias_p, c_prev,
+                                 cells_p + (t * B + b) * H, h_row,
+                                 hidden_p + (t * B + b) * H)
+            if not direct:
+                memcpy(gates_p + (t * B + b) * G, out + (b - b0) * G,
                        G * sizeof(floating))
-                memcpy(cells_p + (t * B + b) * H, c_p + b * H,
-                       H * sizeof(floating))
-            if store_hidden:
-                memcpy(hidden_p + (t * B + b) * H, xh_p + b * K + n_in,
-                       H * sizeof(floating))
-    # h_n: each row's h after its last step
+    # h_n, c_n: each row's h and c after its last step (training kept c in
+    # `cells` only: at time len - 1 forward, 0 reverse; an empty sequence
+    # keeps the zero state)
     for b in range(b0, b1):
         memcpy(h_p + b * H, xh_p + b * K + n_in, H * sizeof(floating))
+        if training and len_p[b] > 0:
+            t = 0 if reverse else len_p[b] - 1
+            memcpy(c_p + b * H, cells_p + (t * B + b) * H,
+                   H * sizeof(floating))
 
 
 cdef void _backward_rows(
