@@ -587,6 +587,34 @@ def test_backward_without_input_grad_leaves_the_other_gradients_unchanged(
                 np.testing.assert_array_equal(a, e)
 
 
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_chunked_weight_gradients_over_several_chunks(n_threads, dtype, kernels):
+    """Chunked weight gradients (the AVX-512 builds' default) over sequences
+    several chunks long: without dX (the first layer's backward) every
+    other output is the one computed with dX, bit for bit, and all of them
+    match the post-loop path. Each chunk's dX rows are at an offset from
+    dX's start; with dX=None that offset once made a write through a null
+    pointer (a crash) from the second chunk on. Here a chunk is 2**18
+    bytes of dgates: 16 steps of B=32 rows of 4H=128 in float32, 8 in
+    float64, so T=40 is 3 or 5 chunks."""
+    lengths = np.full(32, 40)
+    lengths[20:] = 33  # ragged: the last chunk has fewer rows
+    problem = _problem(40, 3, 32, lengths, dtype)
+    kwargs = dict(kernels=kernels, packed_weights=True)
+    full = _run_kernels(*problem, False, n_threads, chunked_grads=1, **kwargs)
+    lean = _run_kernels(*problem, False, n_threads, chunked_grads=1,
+                        input_grad=False, **kwargs)
+    post_loop = _run_kernels(*problem, False, n_threads, chunked_grads=0,
+                             **kwargs)
+    assert lean[3] is None
+    for position, (a, e, p) in enumerate(zip(lean, full, post_loop)):
+        if position != 3:
+            np.testing.assert_array_equal(a, e)
+        np.testing.assert_allclose(e, p, **TOL[dtype])
+
+
 @_backward_paths
 def test_dgates_over_the_gates_give_the_same_gradients(
     n_threads, reverse, projected, chunked_grads, kernels

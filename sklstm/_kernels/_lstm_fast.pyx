@@ -1109,9 +1109,10 @@ cdef void _weight_grads_times(
     cdef Py_ssize_t g0 = _chunk(G, n_parts, part, 16)
     cdef Py_ssize_t g1 = _chunk(G, n_parts, part + 1, 16)
     cdef Py_ssize_t ng = g1 - g0
-    # dX[t0:t1] = dgates[t0:t1] @ W_ih
+    # dX[t0:t1] = dgates[t0:t1] @ W_ih, if dX is wanted (a NULL dX_p must
+    # stay NULL: offset, it would be written to)
     _input_grad_part(part, n_parts, rows, <int> n_in, <int> G, dg_p, W_ih_p,
-                     dX_p + t0 * B * n_in)
+                     dX_p + t0 * B * n_in if dX_p != NULL else NULL)
     if ng <= 0:
         return
     # dW_ih[g0:g1] (+)= dgates[t0:t1, :, g0:g1].T @ X[t0:t1]
