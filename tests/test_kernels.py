@@ -613,6 +613,17 @@ def test_chunked_weight_gradients_over_several_chunks(n_threads, dtype, kernels)
         if position != 3:
             np.testing.assert_array_equal(a, e)
         np.testing.assert_allclose(e, p, **TOL[dtype])
+    # The top layer's way: the gradient of h_n only, which enters at the
+    # first chunk and must carry through the others.
+    dh_n = np.random.default_rng(5).standard_normal((32, 32)).astype(dtype)
+    top = problem[:5] + (None,)
+    chunked = _run_kernels(*top, False, n_threads, chunked_grads=1,
+                           input_grad=False, dh_n=dh_n, **kwargs)
+    post_loop = _run_kernels(*top, False, n_threads, chunked_grads=0,
+                             input_grad=False, dh_n=dh_n, **kwargs)
+    for a, p in zip(chunked, post_loop):
+        if a is not None:
+            np.testing.assert_allclose(a, p, **TOL[dtype])
 
 
 @_backward_paths
