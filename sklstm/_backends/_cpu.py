@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
+from .._kernels import _head
 from .._kernels._dispatch import (
     adam_update,
     lstm_backward,
@@ -342,6 +343,17 @@ class _WorkspacePool:
                     self._count += 1
 
 
+def head_loss_and_grad_kernel(dtype):
+    """``_head.head_loss_and_grad`` specialised for ``dtype`` (float32 or
+    float64): calling it skips the dispatch on the arguments' types."""
+    return _head.head_loss_and_grad["float" if dtype == np.float32 else "double"]
+
+
+def add_l2_penalty_kernel(dtype):
+    """``_head.add_l2_penalty`` specialised for ``dtype`` (float32 or float64)."""
+    return _head.add_l2_penalty["float" if dtype == np.float32 else "double"]
+
+
 class CPUBackend(LSTMBackend):
     """Forward and BPTT of one LSTM layer-direction with Cython + BLAS.
 
@@ -378,6 +390,30 @@ class CPUBackend(LSTMBackend):
 
         return CPUMinibatchSteps(network, params, alpha=alpha,
                                  weight_mask=weight_mask)
+
+    def head_loss_and_grad(self, head_input, W_out, b_out, Y, sample_weight, loss,
+                           dW_out, db_out):
+        """One compiled call (``sklstm/_kernels/_head.pyx``); see
+        :meth:`LSTMBackend.head_loss_and_grad`."""
+        dtype = _working_dtype(dW_out)  # the gradient buffer's
+        head_input = np.ascontiguousarray(head_input, dtype=dtype)
+        n_rows, n_outputs = head_input.shape[0], W_out.shape[0]
+        draw = np.empty((n_rows, n_outputs), dtype)
+        dhead_input = np.empty_like(head_input)
+        value = head_loss_and_grad_kernel(dtype)(
+            head_input, np.ascontiguousarray(W_out, dtype=dtype),
+            np.ascontiguousarray(b_out, dtype=dtype),
+            np.ascontiguousarray(Y, dtype=dtype),
+            np.ascontiguousarray(sample_weight, dtype=dtype),
+            _head.LOSS_CODES[loss], draw, dW_out, db_out, dhead_input)
+        return value, dhead_input
+
+    def add_l2_penalty(self, params, weight_mask, alpha, n_samples, grad):
+        """One compiled call (``sklstm/_kernels/_head.pyx``); see
+        :meth:`LSTMBackend.add_l2_penalty`."""
+        return add_l2_penalty_kernel(params.dtype)(
+            params, np.asarray(weight_mask, dtype=params.dtype), alpha,
+            n_samples, grad)
 
     def forward(
         self,

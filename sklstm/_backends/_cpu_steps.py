@@ -16,8 +16,9 @@ minibatch seen so far; a shorter one uses their first ``T`` steps), the
 views of the parameters and of the gradient buffer, each kernel call's
 pieces, and the thread chooser's key, all made once. A minibatch is then
 the kernel calls, with the weight gradients written straight into the
-gradient buffer, and the head, loss and L2 term in a few NumPy calls on
-arrays kept here; the thread chooser times it whole, once.
+gradient buffer, and the head, loss and L2 term in one compiled call each
+(``sklstm/_kernels/_head.pyx``, which the general path calls too); the
+thread chooser times it whole, once.
 
 It computes what ``LSTMNetwork.loss_and_grad`` computes, with the same
 kernels, pieces and operations in the same order, so the results are the
@@ -36,7 +37,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._losses import LOSSES
+from .._kernels import _head
 from . import _cpu
 
 #: Set to False to run every minibatch through the general path.
@@ -161,7 +162,7 @@ class _Plan:
                     D, n_seq, dtype, self.n_parts)
         width = D * network.hidden_layer_sizes[-1]
         self.head_input = np.empty((n_seq, width), dtype) if D == 2 else None
-        self.raw = np.empty((n_seq, network.n_outputs), dtype)
+        self.draw = np.empty((n_seq, network.n_outputs), dtype)
         self.dhead_input = np.empty((n_seq, width), dtype)
 
 
@@ -188,9 +189,8 @@ class CPUMinibatchSteps:
         self._dtype = params.dtype
         self._alpha = alpha
         self._weight_mask = weight_mask
-        self._loss = LOSSES[network.loss]
+        self._loss_code = _head.LOSS_CODES[network.loss]
         self._grad = np.empty_like(params)
-        self._scratch = np.empty_like(params) if alpha > 0 else None
         self._layer_views, self._head = network._param_views(params)
         self._dlayer_views, self._dhead = network._param_views(self._grad)
         self._bias = [[np.empty(4 * n_units, params.dtype)
@@ -198,6 +198,8 @@ class CPUMinibatchSteps:
                       for n_units in network.hidden_layer_sizes]
         self._forward_kernel = _specialised(_cpu.lstm_forward, params.dtype)
         self._backward_kernel = _specialised(_cpu.lstm_backward, params.dtype)
+        self._head_loss_and_grad = _cpu.head_loss_and_grad_kernel(params.dtype)
+        self._add_l2_penalty = _cpu.add_l2_penalty_kernel(params.dtype)
         self._plans = {}  # n_seq -> _Plan
         self._max_plans = max_plans
         self.enabled = (ENABLED and network.output == "last"
@@ -275,13 +277,11 @@ class CPUMinibatchSteps:
                                         out=plan.head_input)
         else:
             head_input = top[0].h_n
-        raw = np.matmul(head_input, head["W_out"].T, out=plan.raw)
-        raw += head["b_out"]
-        loss, draw = self._loss(Y_batch, raw, weight_batch)
-        draw = draw.astype(self._dtype, copy=False)
-        np.matmul(draw.T, head_input, out=dhead["W_out"])
-        np.add.reduce(draw, axis=0, out=dhead["b_out"])
-        dhead_input = np.matmul(draw, head["W_out"], out=plan.dhead_input)
+        loss = self._head_loss_and_grad(
+            head_input, head["W_out"], head["b_out"], Y_batch, weight_batch,
+            self._loss_code, plan.draw, dhead["W_out"], dhead["b_out"],
+            plan.dhead_input)
+        dhead_input = plan.dhead_input
 
         # Backward, layer by layer (as LSTMNetwork.backward).
         dlayer_output = None
@@ -328,10 +328,6 @@ class CPUMinibatchSteps:
                            (time.perf_counter() - start) / n_steps)
         grad = self._grad
         if self._alpha > 0:
-            # As LSTMNetwork.loss_and_grad: the same operations, in place.
-            weights = np.multiply(self._params, self._weight_mask,
-                                  out=self._scratch)
-            loss += 0.5 * self._alpha * float(np.dot(weights, weights)) / n_seq
-            weights *= self._alpha / n_seq
-            grad += weights
+            loss += self._add_l2_penalty(self._params, self._weight_mask,
+                                         self._alpha, n_seq, grad)
         return loss, grad
