@@ -47,16 +47,25 @@ OUTPUT_ACTIVATIONS = {"identity": identity, "logistic": logistic, "softmax": _so
 
 def _weighted_mean_and_scale(per_sample, sample_weight):
     """The weighted mean of ``per_sample``, and the weights as a column
-    divided by their sum (the factor of each row of the gradient)."""
+    divided by their sum (the factor of each row of the gradient).
+
+    A minibatch whose weights are all zero (possible when zero-weight
+    samples are many, or together and not shuffled) has a zero loss and a
+    zero gradient, not 0 / 0: the sum is raised to the smallest normal
+    number, which leaves every positive sum as it is."""
+    kind = sample_weight.dtype if sample_weight.dtype.kind == "f" else np.float64
+    tiny = np.finfo(kind).tiny
     if isinstance(per_sample, np.ndarray):
         # ufunc methods rather than ndarray.sum and friends, whose Python
         # wrappers cost more than a minibatch's arithmetic (same sums).
-        total = np.add.reduce(sample_weight)
+        total = np.maximum(np.add.reduce(sample_weight), tiny)
         loss = float(np.dot(sample_weight, per_sample) / total)
         return loss, np.divide(sample_weight, total)[:, np.newaxis]
     # A reduction rather than cuBLAS's dot, which CuPy refuses while a CUDA
     # graph is being captured (see _backends/_graphs.py).
-    total = sample_weight.sum()  # once: a minibatch's loss is small work
+    xp = _namespace(per_sample)[0]
+    # Once: a minibatch's loss is small work. On the device, no waiting.
+    total = xp.maximum(sample_weight.sum(), tiny)
     loss = (sample_weight * per_sample).sum() / total
     return loss, (sample_weight / total)[:, np.newaxis]
 

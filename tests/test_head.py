@@ -171,3 +171,19 @@ def test_compiled_l2_penalty_rejects_bad_arguments():
         kernel(params, np.ones(4), 0.1, 3, np.zeros(5))
     with pytest.raises(ValueError, match="n_samples must be positive"):
         kernel(params, np.ones(5), 0.1, 0, np.zeros(5))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_a_minibatch_of_zero_weights_has_zero_loss_and_gradient(loss, dtype):
+    """Zero-weight samples all in one minibatch (many of them, or sorted and
+    not shuffled) count for nothing: 0, not 0 / 0 (a NaN that stopped the
+    fit as diverged), on both versions."""
+    head_input, W_out, b_out, Y, _ = _problem(loss, 6, 4, 3, dtype)
+    weight = np.zeros(6, dtype)
+    for backend in (CPUBackend(), ReferenceBackend()):
+        value, dW_out, db_out, dhead_input = _head_grads(
+            backend, loss, head_input, W_out, b_out, Y, weight)
+        assert value == 0
+        for grad in (dW_out, db_out, dhead_input):
+            assert not np.any(grad)

@@ -197,3 +197,34 @@ def test_bad_targets_raise(rng):
         LSTMRegressor(max_iter=1).fit(X, np.zeros(9))
     with pytest.raises(ValueError, match="requires y to be passed"):
         LSTMRegressor(max_iter=1).fit(X, None)
+
+
+@pytest.mark.parametrize("path", ["runner", "general", "reference"])
+def test_minibatches_of_zero_weight_samples_train_on_the_others(path, rng,
+                                                                monkeypatch):
+    """Zero-weight samples together and not shuffled make minibatches whose
+    weights are all zero: these count for nothing (the fit used to stop as
+    diverged on 0 / 0), and the fit learns from the others. On the CPU
+    fit's minibatch runner, its general path, and the NumPy losses (the
+    reference backend's, as the GPU backend's)."""
+    from sklstm import _base
+    from sklstm._backends import _cpu_steps
+    from sklstm._backends._reference import ReferenceBackend
+
+    if path == "general":
+        monkeypatch.setattr(_cpu_steps, "ENABLED", False)
+    elif path == "reference":
+        monkeypatch.setattr(_base, "get_backend",
+                            lambda *args, **kwargs: ReferenceBackend())
+    X = rng.randn(60, 5, 2)
+    y = X.sum(axis=(1, 2))
+    weights = np.r_[np.zeros(30), np.ones(30)]
+    params = dict(hidden_layer_sizes=(4,), batch_size=10, shuffle=False,
+                  max_iter=5, random_state=0)
+    model = _quiet_fit(LSTMRegressor(**params), X, y, sample_weight=weights)
+    assert np.all(np.isfinite(model.loss_curve_))
+    # The targets of the zero-weight samples do not matter.
+    garbage = y.copy()
+    garbage[:30] = 1e6
+    other = _quiet_fit(LSTMRegressor(**params), X, garbage, sample_weight=weights)
+    np.testing.assert_allclose(other.predict(X), model.predict(X), rtol=1e-10)

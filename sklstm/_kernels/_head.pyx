@@ -54,9 +54,9 @@ cdef double _loss_and_draw(int loss, const floating* Y, const floating* weight,
     n_outputs), which are overwritten with the loss's gradient.
 
     Each row's loss ``l_i`` is weighted, ``sum_i w_i l_i / sum_i w_i``, so
-    row ``i``'s gradient is scaled by ``w_i / sum_i w_i``. A non-finite raw
-    output gives a NaN loss (the fit then stops as diverged), as do weights
-    summing to zero.
+    row ``i``'s gradient is scaled by ``w_i / sum_i w_i``; weights that are
+    all zero give a zero loss and gradient (as ``_losses.py``). A non-finite
+    raw output gives a non-finite loss (the fit then stops as diverged).
     """
     cdef Py_ssize_t i, o
     cdef double total_weight = 0.0, total = 0.0, row_loss, scale
@@ -65,6 +65,8 @@ cdef double _loss_and_draw(int loss, const floating* Y, const floating* weight,
     cdef const floating* target
     for i in range(n_rows):
         total_weight += weight[i]
+    if total_weight == 0:  # every weight is zero: each term below is too
+        total_weight = 1
     for i in range(n_rows):
         raw = draw + i * n_outputs
         target = Y + i * n_outputs
