@@ -338,13 +338,8 @@ class LSTMNetwork:
         grad = xp.empty(self.n_params, dtype=flat.dtype) if out is None else out
         head = self._param_views(flat)[1]
         dhead = self._param_views(grad)[1]
-        n_outputs, width = head["W_out"].shape
-        draw_rows = draw.reshape(-1, n_outputs)
-        # Written straight into the gradient buffer: no temporaries.
-        backend.matmul(draw_rows.T, head_input.reshape(-1, width),
-                       out=dhead["W_out"])
-        xp.sum(draw_rows, axis=0, out=dhead["b_out"])
-        dhead_input = backend.matmul(draw, head["W_out"])  # (B, D) or (T, B, D)
+        dhead_input = backend.head_backward(  # (B, D) or (T, B, D)
+            draw, head_input, head["W_out"], dhead["W_out"], dhead["b_out"])
         dX = self._backward_layers(backend, flat.dtype, grad, dhead_input, cache,
                                    return_input_grad=return_input_grad)
         if return_input_grad:

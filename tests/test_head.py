@@ -5,11 +5,7 @@ against finite differences."""
 import numpy as np
 import pytest
 
-from sklstm._backends._cpu import (
-    CPUBackend,
-    add_l2_penalty_kernel,
-    head_loss_and_grad_kernel,
-)
+from sklstm._backends._cpu import CPUBackend, specialised
 from sklstm._backends._reference import ReferenceBackend
 from sklstm._kernels import _head
 
@@ -124,7 +120,7 @@ def test_non_finite_head_output_gives_a_non_finite_loss(loss):
 def test_compiled_head_rejects_mismatched_shapes_and_unknown_losses():
     head_input, W_out, b_out, Y, weight = _problem("squared_error", 4, 3, 2,
                                                    np.float64)
-    kernel = head_loss_and_grad_kernel(np.float64)
+    kernel = specialised(_head.head_loss_and_grad, np.float64)
     draw, dW_out = np.empty_like(Y), np.empty_like(W_out)
     db_out, dhead_input = np.empty_like(b_out), np.empty_like(head_input)
     with pytest.raises(ValueError, match="shapes do not match"):
@@ -165,7 +161,7 @@ def test_compiled_l2_penalty_matches_the_numpy_one(n_params, dtype):
 
 
 def test_compiled_l2_penalty_rejects_bad_arguments():
-    kernel = add_l2_penalty_kernel(np.float64)
+    kernel = specialised(_head.add_l2_penalty, np.float64)
     params = np.ones(5)
     with pytest.raises(ValueError, match="same length"):
         kernel(params, np.ones(4), 0.1, 3, np.zeros(5))

@@ -161,9 +161,18 @@ class LSTMBackend(ABC):
         raw = self.matmul(head_input, W_out.T) + b_out
         value, draw = LOSSES[loss](Y, raw, sample_weight)
         draw = draw.astype(head_input.dtype, copy=False)
-        self.matmul(draw.T, head_input, out=dW_out)
-        self.xp.sum(draw, axis=0, out=db_out)
-        return value, self.matmul(draw, W_out)
+        return value, self.head_backward(draw, head_input, W_out, dW_out, db_out)
+
+    def head_backward(self, draw, head_input, W_out, dW_out, db_out):
+        """The head's gradients from ``draw`` (..., O), the loss's gradient
+        with respect to the head's output: ``dW_out`` (O, D) and ``db_out``
+        (O,) are written in place (no temporaries); returns the gradient
+        with respect to ``head_input`` (..., D)."""
+        n_outputs, width = W_out.shape
+        draw_rows = draw.reshape(-1, n_outputs)
+        self.matmul(draw_rows.T, head_input.reshape(-1, width), out=dW_out)
+        self.xp.sum(draw_rows, axis=0, out=db_out)
+        return self.matmul(draw, W_out)
 
     def add_l2_penalty(self, params, weight_mask, alpha, n_samples, grad):
         """Add the L2 term's gradient to ``grad``, in place; return the term.

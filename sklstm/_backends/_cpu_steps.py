@@ -44,14 +44,6 @@ from . import _cpu
 ENABLED = True
 
 
-def _specialised(kernel, dtype):
-    """The float or double specialisation of a fused Cython kernel: calling
-    it skips the dispatch on the arguments' types (~1-2 us a call)."""
-    if getattr(kernel, "__signatures__", None):
-        return kernel["float" if dtype == np.float32 else "double"]
-    return kernel
-
-
 #: A layer-direction's time-major arrays cut to a minibatch's T steps.
 _Steps = namedtuple("_Steps", "gates cells hidden dhidden dX")
 
@@ -196,10 +188,11 @@ class CPUMinibatchSteps:
         self._bias = [[np.empty(4 * n_units, params.dtype)
                        for _ in range(network.n_directions)]
                       for n_units in network.hidden_layer_sizes]
-        self._forward_kernel = _specialised(_cpu.lstm_forward, params.dtype)
-        self._backward_kernel = _specialised(_cpu.lstm_backward, params.dtype)
-        self._head_loss_and_grad = _cpu.head_loss_and_grad_kernel(params.dtype)
-        self._add_l2_penalty = _cpu.add_l2_penalty_kernel(params.dtype)
+        self._forward_kernel = _cpu.specialised(_cpu.lstm_forward, params.dtype)
+        self._backward_kernel = _cpu.specialised(_cpu.lstm_backward, params.dtype)
+        self._head_loss_and_grad = _cpu.specialised(_head.head_loss_and_grad,
+                                                    params.dtype)
+        self._add_l2_penalty = _cpu.specialised(_head.add_l2_penalty, params.dtype)
         self._plans = {}  # n_seq -> _Plan
         self._max_plans = max_plans
         self.enabled = (ENABLED and network.output == "last"
