@@ -340,13 +340,13 @@ class LSTMNetwork:
         dhead = self._param_views(grad)[1]
         dhead_input = backend.head_backward(  # (B, D) or (T, B, D)
             draw, head_input, head["W_out"], dhead["W_out"], dhead["b_out"])
-        dX = self._backward_layers(backend, flat.dtype, grad, dhead_input, cache,
+        dX = self._backward_layers(backend, grad, dhead_input, cache,
                                    return_input_grad=return_input_grad)
         if return_input_grad:
             return grad, dX
         return grad
 
-    def _backward_layers(self, backend, dtype, grad, dhead_input, cache, *,
+    def _backward_layers(self, backend, grad, dhead_input, cache, *,
                          return_input_grad):
         """The LSTM layers of :meth:`backward`, from the gradient of the
         head's input: their gradients written into ``grad``; the gradient of
@@ -364,7 +364,7 @@ class LSTMNetwork:
                 columns = slice(direction * n_units, (direction + 1) * n_units)
                 if layer == n_layers - 1 and self.output == "last":
                     dhidden = xp.zeros((n_steps, len(lengths), n_units),
-                                       dtype=dtype)
+                                       dtype=grad.dtype)
                     dhidden[head_read_index(direction, lengths, n_steps, xp)] = \
                         dhead_input[:, columns]
                 elif layer == n_layers - 1:
@@ -433,7 +433,7 @@ class LSTMNetwork:
             loss, dhead_input = backend.head_loss_and_grad(
                 head_input, head["W_out"], head["b_out"], Y, sample_weight,
                 self.loss, dhead["W_out"], dhead["b_out"])
-            self._backward_layers(backend, flat.dtype, grad, dhead_input, cache,
+            self._backward_layers(backend, grad, dhead_input, cache,
                                   return_input_grad=False)
         else:
             raw, cache = self.forward(
