@@ -54,9 +54,13 @@ NATIVE = os.environ.get("SKLSTM_NATIVE", "0") != "0"
 def _kernels(name, flags=()):
     return Extension(
         f"sklstm._kernels.{name}",
-        [f"sklstm/_kernels/{name}.pyx"],
-        # The C small-GEMM kernel the .pyx includes (rebuilds, and the sdist).
-        depends=["sklstm/_kernels/_small_gemm.h", "sklstm/_kernels/_lstm_fast.pyx"],
+        # The clamps of the gate activations, defined apart (see the header).
+        [f"sklstm/_kernels/{name}.pyx", "sklstm/_kernels/_activation_limits.c"],
+        # The C headers the .pyx includes (rebuilds, and the sdist).
+        depends=["sklstm/_kernels/_small_gemm.h",
+                 "sklstm/_kernels/_activation_limits.h",
+                 "sklstm/_kernels/_activations.pxd",
+                 "sklstm/_kernels/_lstm_fast.pyx"],
         **{**COMMON,
            "extra_compile_args": COMMON["extra_compile_args"] + OPENMP
            + list(flags)},

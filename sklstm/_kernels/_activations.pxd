@@ -31,6 +31,12 @@ from cython cimport floating
 from libc.math cimport copysign, copysignf, fabs, fabsf
 from libc.stdint cimport uint32_t, uint64_t
 
+# 80 and 700, as values the compiler cannot see, so that the clamps compile
+# to min/max instructions (the header says why).
+cdef extern from "_activation_limits.h":
+    const float sklstm_exp_arg_limit_f
+    const double sklstm_exp_arg_limit_d
+
 
 cdef union _bits64:
     double f
@@ -55,10 +61,12 @@ cdef inline floating _exp_neg_parts(floating a, floating* scale,
     # by Estrin's scheme (pairs, then powers r2, r4, r8), whose short
     # dependency chains run about 25% faster than Horner's in double.
     if floating is double:
-        if a > 700.0:  # a NaN stays NaN
-            a = 700.0
-        if a_may_be_negative and a < -700.0:
-            a = -700.0
+        # limit < a, not a > limit: the form of minps(limit, a), which
+        # returns a NaN a as it is
+        if sklstm_exp_arg_limit_d < a:
+            a = sklstm_exp_arg_limit_d
+        if a_may_be_negative and a < -sklstm_exp_arg_limit_d:
+            a = -sklstm_exp_arg_limit_d
         # k = round(a / ln2), by adding 1.5 * 2**52 (bits 0x4338000000000000):
         # the sum's last mantissa bits then hold k.
         kd.f = a * 1.4426950408889634 + 6755399441055744.0
@@ -79,10 +87,10 @@ cdef inline floating _exp_neg_parts(floating a, floating* scale,
                            + r4 * 1.6059043836821613e-10)
         )
     else:
-        if a > <float> 80.0:
-            a = 80.0
-        if a_may_be_negative and a < <float> -80.0:
-            a = -80.0
+        if sklstm_exp_arg_limit_f < a:
+            a = sklstm_exp_arg_limit_f
+        if a_may_be_negative and a < -sklstm_exp_arg_limit_f:
+            a = -sklstm_exp_arg_limit_f
         # k = round(a / ln2), by adding 1.5 * 2**23 (bits 0x4b400000)
         kf.f = a * <float> 1.44269502 + <float> 12582912.0
         k = kf.f - <float> 12582912.0
