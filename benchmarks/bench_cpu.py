@@ -34,7 +34,13 @@ so that a slow spell of a shared host falls on all sides of one workload
 rather than on every workload of one side (before, W1 of sklstm and W1 of
 Keras ran minutes apart). ``--rounds R``
 goes through all workloads and sides R times, interleaved, and reports the
-median over the rounds of each side's times. Peak memory is the high-water
+median over the rounds of each side's times. ``--paired`` also times
+sklstm and PyTorch in one process, their calls alternating (sklstm, torch,
+then torch, sklstm), and prints the median of the pairs' ratios: a slow
+spell of the host then falls on both calls of a pair, where the sides'
+separate runs can be seconds (W3: minutes) apart. Its cost: each call
+starts with the other side's data in the caches, which weighs on the
+shortest calls (W1's) most. Peak memory is the high-water
 mark of the resident set (``VmHWM``, reset through ``/proc/self/clear_refs``
 before each measured call) minus the resident set before the model was
 built: it includes the side's working memory but not the data set it was
@@ -49,6 +55,7 @@ Usage::
     python benchmarks/bench_cpu.py --quick      # smaller N, under a minute
     python benchmarks/bench_cpu.py --contention # a busy process on one core
     python benchmarks/bench_cpu.py --rounds 3   # interleaved, steadier ratios
+    python benchmarks/bench_cpu.py --paired     # and sklstm/torch call by call
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_cpu.py
 """
 
@@ -195,7 +202,13 @@ def gemm_peak(threads, size=2048, repeats=5):
 
 
 # ------------------------------------------------------------------- sides
-def run_sklstm(workload, n_samples, threads, repeats, mem):
+# Each side's builder returns (epoch, infer, context): ``epoch()`` trains one
+# epoch and returns the seconds of the epoch proper (None: time the whole
+# call), ``infer()`` predicts every sample, and both run inside ``context``
+# (a context manager: the side's thread limits).
+def sklstm_calls(workload, n_samples, threads):
+    import contextlib
+
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
@@ -229,17 +242,26 @@ def run_sklstm(workload, n_samples, threads, repeats, mem):
         model.fit(X, y)
         return epoch_seconds[0]
 
-    BaseLSTM._train_one_epoch = timed_epoch
-    try:
-        with threadpool_limits(threads):
-            out = _time_and_memory(epoch, lambda: model.predict(X), repeats, mem)
-    finally:
-        BaseLSTM._train_one_epoch = train_one_epoch
-    assert np.isfinite(model.predict(X[:10])).all()
-    return out
+    def infer():
+        predictions = model.predict(X)
+        assert np.isfinite(predictions[:10]).all()
+        return predictions
+
+    @contextlib.contextmanager
+    def context():
+        BaseLSTM._train_one_epoch = timed_epoch
+        try:
+            with threadpool_limits(threads):
+                yield
+        finally:
+            BaseLSTM._train_one_epoch = train_one_epoch
+
+    return epoch, infer, context
 
 
-def run_torch(workload, n_samples, threads, repeats, mem):
+def torch_calls(workload, n_samples, threads):
+    import contextlib
+
     import torch
     from torch import nn
 
@@ -276,10 +298,12 @@ def run_torch(workload, n_samples, threads, repeats, mem):
             return [head(last_hidden(X[s:s + INFER_BATCH]))
                     for s in range(0, n_samples, INFER_BATCH)]
 
-    return _time_and_memory(epoch, infer, repeats, mem)
+    return epoch, infer, contextlib.nullcontext
 
 
-def run_keras(workload, n_samples, threads, repeats, mem):
+def keras_calls(workload, n_samples, threads):
+    import contextlib
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
@@ -318,7 +342,50 @@ def run_keras(workload, n_samples, threads, repeats, mem):
     def infer():
         return model.predict(X, batch_size=INFER_BATCH, verbose=0)
 
-    return _time_and_memory(epoch, infer, repeats, mem)
+    return epoch, infer, contextlib.nullcontext
+
+
+CALLS = {"sklstm": sklstm_calls, "torch": torch_calls, "keras": keras_calls}
+
+
+def run_side(side, workload, n_samples, threads, repeats, mem):
+    """One side alone: the medians of ``_time_and_memory``."""
+    epoch, infer, context = CALLS[side](workload, n_samples, threads)
+    with context():
+        return _time_and_memory(epoch, infer, repeats, mem)
+
+
+def run_paired(workload, n_samples, threads, repeats):
+    """sklstm and PyTorch in one process, their calls alternating.
+
+    Each repeat times both sides back to back, in the order sklstm, torch,
+    then torch, sklstm on the next (ABBA), so that a slow spell of a shared
+    host falls on both sides of a pair; the result holds each side's median
+    and the median of the pairs' ratios (torch / sklstm). A pause before each
+    call lets the other side's OpenMP threads stop spinning."""
+    calls = {side: CALLS[side](workload, n_samples, threads)
+             for side in ("sklstm", "torch")}
+    out = {}
+    for phase, index in (("train", 0), ("infer", 1)):
+        times = {"sklstm": [], "torch": []}
+        for k in range(repeats + 1):  # the first is the warm-up
+            order = ("sklstm", "torch") if k % 2 == 0 else ("torch", "sklstm")
+            for side in order:
+                fn, context = calls[side][index], calls[side][2]
+                time.sleep(0.05)
+                with context():
+                    start = time.perf_counter()
+                    part = fn()
+                    seconds = time.perf_counter() - start
+                if phase == "train" and part is not None:
+                    seconds = part  # the epoch proper
+                if k:
+                    times[side].append(seconds)
+        for side, ts in times.items():
+            out[f"{phase}_{side}"] = statistics.median(ts)
+        out[f"{phase}_ratio"] = statistics.median(
+            t / s for s, t in zip(times["sklstm"], times["torch"]))
+    return out
 
 
 def run_predict_memory(n_samples, n_steps, threads):
@@ -347,12 +414,10 @@ def run_predict_memory(n_samples, n_steps, threads):
             "X_bytes": X.nbytes, "NTH_bytes": n_samples * n_steps * H * 4}
 
 
-RUNNERS = {"sklstm": run_sklstm, "torch": run_torch, "keras": run_keras}
-
-
 def worker(args):
-    """Subprocess entry: one side. Reads a workload name per line of stdin
-    and prints its result as one JSON line; ends at an empty line or EOF."""
+    """Subprocess entry: one side (or ``paired``: sklstm and PyTorch). Reads
+    a workload name per line of stdin and prints its result as one JSON
+    line; ends at an empty line or EOF."""
     mem = PeakMemory()
     if args.worker == "predict_memory":
         result = run_predict_memory(args.memory_n, args.memory_t, args.threads)
@@ -363,7 +428,11 @@ def worker(args):
         if not workload:
             break
         n = QUICK_N[workload] if args.quick else WORKLOADS[workload][0]
-        result = RUNNERS[args.worker](workload, n, args.threads, args.repeats, mem)
+        if args.worker == "paired":
+            result = run_paired(workload, n, args.threads, args.repeats)
+        else:
+            result = run_side(args.worker, workload, n, args.threads,
+                              args.repeats, mem)
         result["n"] = n
         print("RESULT " + json.dumps(result), flush=True)
 
@@ -465,6 +534,8 @@ def _run_sides(sides, workloads, rounds, argv, fresh=True):
 def _available(side):
     import importlib.util
 
+    if side == "paired":
+        return _available("sklstm") or _available("torch")
     module = {"sklstm": "sklstm", "torch": "torch", "keras": "tensorflow"}[side]
     if importlib.util.find_spec(module) is None:
         return f"{module} is not installed (pip install {module})"
@@ -490,6 +561,9 @@ def main():
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--contention", action="store_true",
                         help="keep one core busy with another process")
+    parser.add_argument("--paired", action="store_true",
+                        help="also time sklstm and PyTorch alternating in "
+                             "one process, and print their pairs' ratios")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the long-sequence predict memory check")
     parser.add_argument("--memory-n", type=int, default=None)
@@ -520,6 +594,12 @@ def main():
             common.append("--quick")
         results, skipped = _run_sides(args.sides.split(","), args.workloads,
                                       args.rounds, common, fresh=not args.quick)
+        paired = None
+        if args.paired:
+            paired, reason = _run_sides(["paired"], args.workloads, args.rounds,
+                                        common, fresh=not args.quick)
+            skipped.update(reason)
+            paired = paired["paired"]
         memory = None
         if not args.no_memory and "sklstm" in args.sides.split(","):
             n_mem = args.memory_n or (2_000 if args.quick else 100_000)
@@ -541,6 +621,8 @@ def main():
     for side, reason in skipped.items():
         print(f"skipped {side}: {reason}")
     _print_table(args, results, peak, memory)
+    if paired:
+        _print_paired(args, paired)
 
 
 def _print_table(args, results, peak, memory):
@@ -597,6 +679,19 @@ def _print_table(args, results, peak, memory):
               f"{memory['peak_bytes'] / 2**20:.1f} MB above the input "
               f"(X itself {memory['X_bytes'] / 2**20:.0f} MB; N*T*H*4 would be "
               f"{memory['NTH_bytes'] / 2**20:.0f} MB)")
+
+
+def _print_paired(args, paired):
+    print("\nsklstm and PyTorch alternating in one process (--paired; seconds, "
+          "median; t/sk: the median of the pairs' ratios):")
+    print(f"{'':4} {'N':>5}   {'train':>8} {'sklstm':>8} {'torch':>8} {'t/sk':>6}"
+          f"   {'infer':>8} {'sklstm':>8} {'torch':>8} {'t/sk':>6}")
+    for w in args.workloads:
+        r = paired[w]
+        print(f"{w:4} {r['n']:5d}   {'':8} {r['train_sklstm']:8.4f} "
+              f"{r['train_torch']:8.4f} {r['train_ratio']:6.2f}   {'':8} "
+              f"{r['infer_sklstm']:8.4f} {r['infer_torch']:8.4f} "
+              f"{r['infer_ratio']:6.2f}")
 
 
 if __name__ == "__main__":

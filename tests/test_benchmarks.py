@@ -1,0 +1,52 @@
+"""The CPU benchmark script runs and prints its tables (tiny settings: this
+checks the script, not the speed; speed is read from full runs)."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cpu.py"
+
+
+def _run(*args):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--repeats", "1", "--no-memory",
+         "--workloads", "W1", *args],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _row(output, header, workload="W1"):
+    """The fields of ``workload``'s first row after the line ``header``."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    return next(line.split() for line in lines[start:]
+                if line.startswith(workload))
+
+
+def test_sklstm_side_alone():
+    out = _run("--sides", "sklstm")
+    fields = _row(out, "epoch (seconds")
+    # W1, N, sklstm seconds, then '-' for the sides not run
+    assert fields[:2] == ["W1", "1000"]
+    assert 0 < float(fields[2]) < 60
+    assert fields[3] == fields[4] == "-"
+    assert 0 < float(_row(out, "inference (seconds")[2]) < 60
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="PyTorch is not installed")
+def test_paired_with_torch():
+    out = _run("--sides", "sklstm,torch", "--paired")
+    fields = _row(out, "sklstm and PyTorch alternating")
+    # W1 N | train: sklstm torch ratio | infer: sklstm torch ratio
+    assert fields[:2] == ["W1", "1000"]
+    sk_train, torch_train, ratio = map(float, fields[2:5])
+    assert sk_train > 0 and torch_train > 0 and ratio > 0
+    sk_infer, torch_infer, ratio = map(float, fields[5:8])
+    assert sk_infer > 0 and torch_infer > 0 and ratio > 0
