@@ -46,6 +46,7 @@ drive their loops from it); dropout masks are drawn on the host from the
 same random state as on the CPU, then copied to the device.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,7 +102,7 @@ class LSTMNetwork:
 
         def add(name, shape, is_weight):
             nonlocal offset
-            size = int(np.prod(shape))
+            size = math.prod(shape)  # np.prod: ~3 us a call, 6+ per predict
             slot = _Slot(name, offset, offset + size, tuple(shape), is_weight)
             offset = slot.stop
             return slot
