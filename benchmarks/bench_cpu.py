@@ -60,6 +60,7 @@ Usage::
 """
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -207,8 +208,6 @@ def gemm_peak(threads, size=2048, repeats=5):
 # call), ``infer()`` predicts every sample, and both run inside ``context``
 # (a context manager: the side's thread limits).
 def sklstm_calls(workload, n_samples, threads):
-    import contextlib
-
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
@@ -260,8 +259,6 @@ def sklstm_calls(workload, n_samples, threads):
 
 
 def torch_calls(workload, n_samples, threads):
-    import contextlib
-
     import torch
     from torch import nn
 
@@ -302,8 +299,6 @@ def torch_calls(workload, n_samples, threads):
 
 
 def keras_calls(workload, n_samples, threads):
-    import contextlib
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
