@@ -217,3 +217,35 @@ def test_minibatch_slices_are_gen_batches(n_samples, batch_size):
 
     assert _batches(n_samples, batch_size) == list(gen_batches(n_samples,
                                                                batch_size))
+
+
+def test_time_major_batch_of_a_slice_is_that_of_its_rows(rng):
+    from sklstm._base import time_major_batch
+
+    X = rng.randn(9, 5, 3)
+    lengths = np.full(9, 5)
+    rows = slice(2, 7)
+    by_slice = time_major_batch(X, lengths, rows, equal_lengths=True)
+    by_index = time_major_batch(X, lengths, np.arange(2, 7), equal_lengths=True)
+    for a, b in zip(by_slice, by_index):
+        np.testing.assert_array_equal(a, b)
+    assert by_slice[0].flags.c_contiguous and by_slice[0].shape == (5, 5, 3)
+    with pytest.raises(ValueError, match="equal_lengths"):
+        time_major_batch(X, lengths, rows)
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_predict_in_several_batches_is_predict_row_by_row(rng, monkeypatch,
+                                                          variable):
+    import sklstm._base
+
+    X = rng.randn(23, 6, 2)
+    if variable:  # and in an order that is not by length
+        X = [x[: 1 + i % 6] for i, x in enumerate(X)]
+    y = rng.randn(23)
+    model = LSTMRegressor(hidden_layer_sizes=(4,), max_iter=3,
+                          random_state=0).fit(X, y)
+    monkeypatch.setattr(sklstm._base, "_PREDICT_MAX_BATCH", 5)
+    in_batches = model.predict(X)
+    one_by_one = np.concatenate([model.predict(X[i : i + 1]) for i in range(23)])
+    np.testing.assert_allclose(in_batches, one_by_one, rtol=1e-6, atol=1e-7)
