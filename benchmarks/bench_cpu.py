@@ -7,7 +7,10 @@ with Adam on the MSE of the last hidden state's output, float32), it times
 - one training epoch (shuffle, minibatches, forward, BPTT, Adam step), and
 - inference over all samples,
 
-as the median of ``--repeats`` runs after one warm-up, with the same number
+as the median of at least ``--repeats`` runs after one warm-up, and of as
+many more as fit in ``--min-seconds`` (up to 100: W1's epoch of ~10 ms
+otherwise took 3 samples of 30 ms of a host whose speed moves by tens of
+per cent over seconds), with the same number
 of threads on every side (``torch.set_num_threads``, TensorFlow's intra/inter
 op pools, ``threadpoolctl`` for the BLAS libraries), and prints a table of
 seconds, the ratios torch/sklstm and keras/sklstm, sklstm's achieved GFLOP/s
@@ -121,16 +124,28 @@ class PeakMemory:
         self.peak_bytes = max(0, _rss_kib("VmHWM") - self._base) * 1024
 
 
-def _median_times(fn, repeats):
-    """Medians over ``repeats`` calls of ``fn`` (after one warm-up) of the
-    seconds of the part it times itself and of the whole call.
+#: The most timed calls of one measurement, whatever ``--min-seconds`` asks.
+MAX_REPEATS = 100
+
+
+def _more_calls(n_done, seconds, repeats, min_seconds):
+    """Whether a measurement with ``n_done`` timed calls, which took
+    ``seconds`` in all, takes another: until ``repeats`` calls, then while
+    under ``min_seconds`` (at most MAX_REPEATS calls)."""
+    return n_done < repeats or (n_done < MAX_REPEATS and seconds < min_seconds)
+
+
+def _median_times(fn, repeats, min_seconds=0.0):
+    """Medians over the timed calls of ``fn`` (after one warm-up; see
+    :func:`_more_calls`) of the seconds of the part it times itself and of
+    the whole call.
 
     ``fn`` returns the seconds of the epoch proper when the call does more
     (a fit call also checks its input and initialises the model), or None
     to have the whole call timed."""
     fn()  # warm-up
     parts, calls = [], []
-    for _ in range(repeats):
+    while _more_calls(len(calls), sum(calls), repeats, min_seconds):
         start = time.perf_counter()
         part = fn()
         calls.append(time.perf_counter() - start)
@@ -138,28 +153,25 @@ def _median_times(fn, repeats):
     return statistics.median(parts), statistics.median(calls)
 
 
-def _median_time(fn, repeats):
-    """Median over ``repeats`` calls of ``fn`` (after one warm-up) of the
-    seconds of the whole call."""
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _median_time(fn, repeats, min_seconds=0.0):
+    """Median over the timed calls of ``fn`` (after one warm-up; see
+    :func:`_more_calls`) of the seconds of the whole call."""
+    def whole_call():
+        fn()  # returns None: _median_times times the whole call
+
+    return _median_times(whole_call, repeats, min_seconds)[1]
 
 
-def _time_and_memory(epoch, infer, repeats, mem):
+def _time_and_memory(epoch, infer, repeats, min_seconds, mem):
     """Median times of ``epoch`` (the epoch proper, and the whole call) and
     ``infer``, then one more run of each under the peak-memory probe."""
     out = {}
     mem.base()
-    out["train"], out["train_call"] = _median_times(epoch, repeats)
+    out["train"], out["train_call"] = _median_times(epoch, repeats, min_seconds)
     with mem:
         epoch()
     out["train_mem"] = mem.peak_bytes
-    out["infer"] = _median_time(infer, repeats)
+    out["infer"] = _median_time(infer, repeats, min_seconds)
     mem.base()
     with mem:
         infer()
@@ -343,27 +355,30 @@ def keras_calls(workload, n_samples, threads):
 CALLS = {"sklstm": sklstm_calls, "torch": torch_calls, "keras": keras_calls}
 
 
-def run_side(side, workload, n_samples, threads, repeats, mem):
+def run_side(side, workload, n_samples, threads, repeats, min_seconds, mem):
     """One side alone: the medians of ``_time_and_memory``."""
     epoch, infer, context = CALLS[side](workload, n_samples, threads)
     with context():
-        return _time_and_memory(epoch, infer, repeats, mem)
+        return _time_and_memory(epoch, infer, repeats, min_seconds, mem)
 
 
-def run_paired(workload, n_samples, threads, repeats):
+def run_paired(workload, n_samples, threads, repeats, min_seconds=0.0):
     """sklstm and PyTorch in one process, their calls alternating.
 
     Each repeat times both sides back to back, in the order sklstm, torch,
     then torch, sklstm on the next (ABBA), so that a slow spell of a shared
     host falls on both sides of a pair; the result holds each side's median
     and the median of the pairs' ratios (torch / sklstm). A pause before each
-    call lets the other side's OpenMP threads stop spinning."""
+    call lets the other side's OpenMP threads stop spinning. After the
+    warm-up pair, pairs are timed as :func:`_more_calls` says, on the time
+    in the calls (not in the pauses)."""
     calls = {side: CALLS[side](workload, n_samples, threads)
              for side in ("sklstm", "torch")}
     out = {}
     for phase, index in (("train", 0), ("infer", 1)):
         times = {"sklstm": [], "torch": []}
-        for k in range(repeats + 1):  # the first is the warm-up
+        k, in_calls = 0, 0.0  # pairs so far (the first is the warm-up)
+        while k == 0 or _more_calls(k - 1, in_calls, repeats, min_seconds):
             order = ("sklstm", "torch") if k % 2 == 0 else ("torch", "sklstm")
             for side in order:
                 fn, context = calls[side][index], calls[side][2]
@@ -372,10 +387,13 @@ def run_paired(workload, n_samples, threads, repeats):
                     start = time.perf_counter()
                     part = fn()
                     seconds = time.perf_counter() - start
+                if k:
+                    in_calls += seconds
                 if phase == "train" and part is not None:
                     seconds = part  # the epoch proper
                 if k:
                     times[side].append(seconds)
+            k += 1
         for side, ts in times.items():
             out[f"{phase}_{side}"] = statistics.median(ts)
         out[f"{phase}_ratio"] = statistics.median(
@@ -424,10 +442,11 @@ def worker(args):
             break
         n = QUICK_N[workload] if args.quick else WORKLOADS[workload][0]
         if args.worker == "paired":
-            result = run_paired(workload, n, args.threads, args.repeats)
+            result = run_paired(workload, n, args.threads, args.repeats,
+                                args.min_seconds)
         else:
             result = run_side(args.worker, workload, n, args.threads,
-                              args.repeats, mem)
+                              args.repeats, args.min_seconds, mem)
         result["n"] = n
         print("RESULT " + json.dumps(result), flush=True)
 
@@ -548,7 +567,12 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help=f"smaller N per workload: {QUICK_N}")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="the fewest timed calls per measurement")
+    parser.add_argument("--min-seconds", type=float, default=None,
+                        help="time more calls while a measurement's add up "
+                             f"to less (at most {MAX_REPEATS}); default 1, "
+                             "0.2 with --quick")
     parser.add_argument("--rounds", type=int, default=1,
                         help="times through all workloads and sides, "
                              "interleaved; each time is the median over them")
@@ -566,13 +590,16 @@ def main():
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.workloads = args.workloads.split(",")
+    if args.min_seconds is None:
+        args.min_seconds = 0.2 if args.quick else 1.0
     if args.worker:
         worker(args)
         return
 
     env = {k: os.environ.get(k, "(unset)")
            for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print(f"threads={args.threads} repeats={args.repeats} rounds={args.rounds} "
+    print(f"threads={args.threads} repeats={args.repeats} "
+          f"min_seconds={args.min_seconds} rounds={args.rounds} "
           f"quick={args.quick} "
           f"contention={args.contention} "
           + " ".join(f"{k}={v}" for k, v in env.items()))
@@ -584,7 +611,8 @@ def main():
         # shared host the speed of the cores moves during a run, and a peak
         # taken at a slow moment would put sklstm above 100 % of it.
         peak_before = gemm_peak(args.threads)
-        common = ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+        common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
+                  "--min-seconds", str(args.min_seconds)]
         if args.quick:
             common.append("--quick")
         results, skipped = _run_sides(args.sides.split(","), args.workloads,

@@ -4,6 +4,7 @@ checks the script, not the speed; speed is read from full runs)."""
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cpu.py"
 
 def _run(*args):
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--repeats", "1", "--no-memory",
-         "--workloads", "W1", *args],
+        [sys.executable, str(SCRIPT), "--quick", "--repeats", "1",
+         "--min-seconds", "0", "--no-memory", "--workloads", "W1", *args],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -50,3 +51,23 @@ def test_paired_with_torch():
     assert sk_train > 0 and torch_train > 0 and ratio > 0
     sk_infer, torch_infer, ratio = map(float, fields[5:8])
     assert sk_infer > 0 and torch_infer > 0 and ratio > 0
+
+
+def test_a_measurement_times_enough_calls_to_fill_min_seconds():
+    spec = importlib.util.spec_from_file_location("bench_cpu", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls = []
+
+    def ten_ms_call():
+        calls.append(None)
+        time.sleep(0.01)
+
+    bench._median_time(ten_ms_call, repeats=2, min_seconds=0)
+    assert len(calls) == 1 + 2  # the warm-up, then the repeats
+    calls.clear()
+    bench._median_time(ten_ms_call, repeats=2, min_seconds=0.05)
+    assert 1 + 5 <= len(calls) <= 1 + 7
+    calls.clear()
+    bench._median_time(lambda: calls.append(None), repeats=2, min_seconds=60)
+    assert len(calls) == 1 + bench.MAX_REPEATS
