@@ -200,7 +200,8 @@ class _ThreadChooser:
       cold caches) and is not measured; the next ones measure ``n_parts``
       threads, then one thread;
     - then the faster is used; its average follows the load, so a choice
-      that gets slower than the other's last average is dropped at once;
+      that gets slower than the other's last average is dropped at once,
+      and tried again after ``min_probe`` calls;
     - the other is tried again after ``min_probe`` calls, an interval that
       doubles (up to ``max_probe``) each time the try confirms the choice,
       so a quiet machine pays ~1 % for the tries and a change of load is
