@@ -387,12 +387,11 @@ def run_paired(workload, n_samples, threads, repeats, min_seconds=0.0):
                     start = time.perf_counter()
                     part = fn()
                     seconds = time.perf_counter() - start
-                if k:
+                if k:  # not the warm-up pair
                     in_calls += seconds
-                if phase == "train" and part is not None:
-                    seconds = part  # the epoch proper
-                if k:
-                    times[side].append(seconds)
+                    # training: the epoch proper
+                    times[side].append(part if phase == "train"
+                                       and part is not None else seconds)
             k += 1
         for side, ts in times.items():
             out[f"{phase}_{side}"] = statistics.median(ts)

@@ -57,17 +57,21 @@ def test_a_measurement_times_enough_calls_to_fill_min_seconds():
     spec = importlib.util.spec_from_file_location("bench_cpu", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    calls = []
+    calls = []  # each call's seconds
 
     def ten_ms_call():
-        calls.append(None)
+        start = time.perf_counter()
         time.sleep(0.01)
+        calls.append(time.perf_counter() - start)
 
     bench._median_time(ten_ms_call, repeats=2, min_seconds=0)
     assert len(calls) == 1 + 2  # the warm-up, then the repeats
     calls.clear()
     bench._median_time(ten_ms_call, repeats=2, min_seconds=0.05)
-    assert 1 + 5 <= len(calls) <= 1 + 7
+    timed = calls[1:]
+    # calls until their time adds up to 50 ms (as the script times them,
+    # with the call around: up to 1 ms more), and not one more
+    assert len(timed) > 2 and sum(timed) >= 0.049 and sum(timed[:-1]) < 0.05
     calls.clear()
     bench._median_time(lambda: calls.append(None), repeats=2, min_seconds=60)
     assert len(calls) == 1 + bench.MAX_REPEATS
