@@ -59,16 +59,14 @@ def time_major_batch(X, lengths, indices, equal_lengths=False):
     if isinstance(indices, slice):
         if not equal_lengths:
             raise ValueError("a slice of rows needs equal_lengths=True")
-        order = np.arange(indices.start, indices.stop)
-        batch_lengths = lengths[indices]
-        X_batch = np.ascontiguousarray(
-            X[indices, :int(batch_lengths[0])].transpose(1, 0, 2))
-        return X_batch, batch_lengths, order
-    order = (indices if equal_lengths
-             else indices[np.argsort(-lengths[indices], kind="stable")])
-    batch_lengths = lengths[order]
+        rows, order = indices, np.arange(indices.start, indices.stop)
+    else:
+        order = (indices if equal_lengths
+                 else indices[np.argsort(-lengths[indices], kind="stable")])
+        rows = order
+    batch_lengths = lengths[rows]
     n_steps = int(batch_lengths[0])
-    X_batch = np.ascontiguousarray(X[order, :n_steps].transpose(1, 0, 2))
+    X_batch = np.ascontiguousarray(X[rows, :n_steps].transpose(1, 0, 2))
     return X_batch, batch_lengths, order
 
 
