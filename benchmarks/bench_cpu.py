@@ -16,7 +16,12 @@ op pools, ``threadpoolctl`` for the BLAS libraries), and prints a table of
 seconds, the ratios torch/sklstm and keras/sklstm, sklstm's achieved GFLOP/s
 against this machine's float32 GEMM peak (measured in the same run through
 SciPy's BLAS, before and after the sides; the higher is taken), and each
-side's peak memory.
+side's peak memory. Last, each of the project's targets that the run
+measured (``SPEED_TARGETS``, ``PEAK_TARGET``): the ratio, whether it was met,
+and the share of the GEMM peak that sklstm must run at to meet it at the
+other side's time in this run, beside the share it ran at. Where that need
+is above 100 %, no kernel meets the target here in that run; where it is
+below, the gap between the two is what the kernels have left to win.
 
 The epoch is timed alike on every side: PyTorch's epoch loop; inside
 sklstm's ``fit(max_iter=1)``, its one epoch (``_train_one_epoch``); inside
@@ -86,6 +91,18 @@ WORKLOADS = {
 QUICK_N = {"W1": 1000, "W2": 512, "W3": 128, "W4": 256}
 SIDES = ("sklstm", "torch", "keras")
 INFER_BATCH = 1024  # torch and keras inference batch; sklstm chooses its own
+
+# The project's targets (issue 4): (phase, other side, workload, how many
+# times faster than the other side sklstm should be).
+SPEED_TARGETS = (
+    [("train", "torch", "W1", 5.0)]
+    + [("train", "torch", w, 2.0) for w in ("W2", "W3", "W4")]
+    + [("train", "keras", w, 5.0) for w in WORKLOADS]
+    + [("infer", "torch", w, 2.0) for w in ("W1", "W2", "W4")]
+    + [("infer", "torch", "W3", 1.5)]
+)
+# ... and sklstm's training of W3 at this share of the GEMM peak or more.
+PEAK_TARGET = ("train", "W3", 0.60)
 
 
 # ---------------------------------------------------------------- utilities
@@ -645,6 +662,9 @@ def main():
     _print_table(args, results, peak, memory)
     if paired:
         _print_paired(args, paired)
+    rows = target_rows(results, peak, args.workloads, paired)
+    if rows:
+        _print_targets(rows)
 
 
 def _print_table(args, results, peak, memory):
@@ -701,6 +721,71 @@ def _print_table(args, results, peak, memory):
               f"{memory['peak_bytes'] / 2**20:.1f} MB above the input "
               f"(X itself {memory['X_bytes'] / 2**20:.0f} MB; N*T*H*4 would be "
               f"{memory['NTH_bytes'] / 2**20:.0f} MB)")
+
+
+def target_rows(results, peak, workloads, paired=None):
+    """Each target of SPEED_TARGETS and PEAK_TARGET that this run measured.
+
+    A speed target comes with the ratio measured (the other side's time over
+    sklstm's; for PyTorch also the paired ratio, when ``--paired`` ran), and
+    with the share of the GEMM peak that sklstm would have to run at to
+    meet it, given the other side's time in this run: where that share is
+    above 1, no kernel can meet the target on this machine in this run.
+
+    Returns a list of dicts with keys ``phase``, ``other``, ``workload``,
+    ``target``, ``ratio``, ``paired_ratio`` (None if not measured),
+    ``needs`` and ``runs_at`` (shares of ``peak``); the peak target's dict
+    has ``other`` None, ``target`` the share asked, ``ratio`` None.
+    """
+    sk = results.get("sklstm")
+    rows = []
+    if not sk:
+        return rows
+    for phase, other, w, target in SPEED_TARGETS:
+        theirs = results.get(other)
+        if w not in workloads or not theirs or w not in theirs or w not in sk:
+            continue
+        work = flops(w, sk[w]["n"]) * (3 if phase == "train" else 1)
+        paired_ratio = None
+        if paired and other == "torch" and w in paired:
+            paired_ratio = paired[w][f"{phase}_ratio"]
+        rows.append({
+            "phase": phase, "other": other, "workload": w, "target": target,
+            "ratio": theirs[w][phase] / sk[w][phase],
+            "paired_ratio": paired_ratio,
+            # sklstm's time at the target is theirs / target
+            "needs": work * target / theirs[w][phase] / 1e9 / peak,
+            "runs_at": work / sk[w][phase] / 1e9 / peak,
+        })
+    phase, w, share = PEAK_TARGET
+    if w in workloads and w in sk:
+        runs_at = flops(w, sk[w]["n"]) * 3 / sk[w][phase] / 1e9 / peak
+        rows.append({"phase": phase, "other": None, "workload": w,
+                     "target": share, "ratio": None, "paired_ratio": None,
+                     "needs": share, "runs_at": runs_at})
+    return rows
+
+
+def _print_targets(rows):
+    print("\ntargets (ratio: the other side's time / sklstm's; needs: the "
+          "share of the GEMM peak sklstm must run at to meet the target, at "
+          "the other side's time in this run; runs at: sklstm's share):")
+    print(f"{'':4} {'phase':6} {'target':>16} {'ratio':>6} {'paired':>7} "
+          f"{'met':>4} {'needs':>6} {'runs at':>8}")
+    for r in rows:
+        if r["other"] is None:
+            goal = f">= {100 * r['target']:.0f}% peak"
+            met = r["runs_at"] >= r["target"]
+            ratio = paired = f"{'-':>6}"
+        else:
+            goal = f"{r['target']:g}x {r['other']}"
+            met = r["ratio"] >= r["target"]
+            ratio = f"{r['ratio']:6.2f}"
+            paired = (f"{r['paired_ratio']:6.2f}" if r["paired_ratio"] is not None
+                      else f"{'-':>6}")
+        print(f"{r['workload']:4} {r['phase']:6} {goal:>16} {ratio} {paired:>7} "
+              f"{'yes' if met else 'no':>4} {100 * r['needs']:5.0f}% "
+              f"{100 * r['runs_at']:7.0f}%")
 
 
 def _print_paired(args, paired):

@@ -51,12 +51,24 @@ def test_paired_with_torch():
     assert sk_train > 0 and torch_train > 0 and ratio > 0
     sk_infer, torch_infer, ratio = map(float, fields[5:8])
     assert sk_infer > 0 and torch_infer > 0 and ratio > 0
+    # the targets of W1 against PyTorch, with the paired ratios
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("targets"))
+    targets = [line.split() for line in lines[start:]
+               if line.startswith("W1") and "torch" in line]
+    assert [t[1] for t in targets] == ["train", "infer"]
+    assert all(t[6] in ("yes", "no") for t in targets)
 
 
-def test_a_measurement_times_enough_calls_to_fill_min_seconds():
+def _bench_module():
     spec = importlib.util.spec_from_file_location("bench_cpu", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_a_measurement_times_enough_calls_to_fill_min_seconds():
+    bench = _bench_module()
     calls = []  # each call's seconds
 
     def ten_ms_call():
@@ -75,3 +87,35 @@ def test_a_measurement_times_enough_calls_to_fill_min_seconds():
     calls.clear()
     bench._median_time(lambda: calls.append(None), repeats=2, min_seconds=60)
     assert len(calls) == 1 + bench.MAX_REPEATS
+
+
+def test_targets_give_the_ratio_and_the_share_of_the_peak_each_needs():
+    bench = _bench_module()
+    n = bench.WORKLOADS["W4"][0]
+    train_flops = 3 * bench.flops("W4", n)
+    results = {
+        "sklstm": {"W4": {"n": n, "train": 1.5, "infer": 0.5}},
+        "torch": {"W4": {"n": n, "train": 3.3, "infer": 0.9}},
+    }
+    peak = 100.0  # GFLOP/s
+    rows = bench.target_rows(results, peak, ["W4"],
+                             paired={"W4": {"train_ratio": 1.9, "infer_ratio": 2.1}})
+    # W4's targets against PyTorch only: Keras was not run, W1-W3 were not
+    assert [(r["phase"], r["other"], r["target"]) for r in rows] == [
+        ("train", "torch", 2.0), ("infer", "torch", 2.0)]
+    train, infer = rows
+    assert train["ratio"] == pytest.approx(3.3 / 1.5)
+    assert train["paired_ratio"] == 1.9
+    # twice PyTorch: an epoch in 3.3 / 2 s
+    assert train["needs"] == pytest.approx(train_flops / (3.3 / 2) / 1e9 / peak)
+    assert train["runs_at"] == pytest.approx(train_flops / 1.5 / 1e9 / peak)
+    assert infer["ratio"] == pytest.approx(0.9 / 0.5)  # below its 2x
+    assert infer["needs"] > infer["runs_at"]
+    # W3's share of the peak is a target of its own
+    results["sklstm"]["W3"] = {"n": 8192, "train": 10.0, "infer": 3.0}
+    rows = bench.target_rows(results, peak, ["W3", "W4"])
+    peak_row = [r for r in rows if r["other"] is None]
+    assert len(peak_row) == 1 and peak_row[0]["target"] == 0.60
+    assert peak_row[0]["runs_at"] == pytest.approx(
+        3 * bench.flops("W3", 8192) / 10.0 / 1e9 / peak)
+    assert bench.target_rows({"torch": results["torch"]}, peak, ["W4"]) == []
