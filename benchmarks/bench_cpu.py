@@ -207,6 +207,12 @@ def flops(workload, n_samples):
     return total
 
 
+def phase_flops(workload, n_samples, phase):
+    """FLOPs of a training epoch (``phase="train"``: 3x forward) or of
+    inference (``"infer"``) over ``n_samples`` sequences."""
+    return flops(workload, n_samples) * (3 if phase == "train" else 1)
+
+
 def make_data(workload, n_samples):
     import numpy as np
 
@@ -685,8 +691,7 @@ def _print_table(args, results, peak, memory):
             n = next(r[w]["n"] for r in results.values() if r)
             gflops = pct = f"{'-':>6}"
             if sk:
-                f = flops(w, n) * (3 if phase == "train" else 1)
-                rate = f / sk[w][phase] / 1e9
+                rate = phase_flops(w, n, phase) / sk[w][phase] / 1e9
                 gflops, pct = f"{rate:8.1f}", f"{100 * rate / peak:5.0f}%"
             mems = " ".join(
                 _fmt_mb(r[w][phase + "_mem"]) if r else f"{'-':>7}"
@@ -745,7 +750,7 @@ def target_rows(results, peak, workloads, paired=None):
         theirs = results.get(other)
         if w not in workloads or not theirs or w not in theirs or w not in sk:
             continue
-        work = flops(w, sk[w]["n"]) * (3 if phase == "train" else 1)
+        work = phase_flops(w, sk[w]["n"], phase)
         paired_ratio = None
         if paired and other == "torch" and w in paired:
             paired_ratio = paired[w][f"{phase}_ratio"]
@@ -759,7 +764,7 @@ def target_rows(results, peak, workloads, paired=None):
         })
     phase, w, share = PEAK_TARGET
     if w in workloads and w in sk:
-        runs_at = flops(w, sk[w]["n"]) * 3 / sk[w][phase] / 1e9 / peak
+        runs_at = phase_flops(w, sk[w]["n"], phase) / sk[w][phase] / 1e9 / peak
         rows.append({"phase": phase, "other": None, "workload": w,
                      "target": share, "ratio": None, "paired_ratio": None,
                      "needs": share, "runs_at": runs_at})
