@@ -119,3 +119,60 @@ def test_targets_give_the_ratio_and_the_share_of_the_peak_each_needs():
     assert peak_row[0]["runs_at"] == pytest.approx(
         3 * bench.flops("W3", 8192) / 10.0 / 1e9 / peak)
     assert bench.target_rows({"torch": results["torch"]}, peak, ["W4"]) == []
+
+
+KERNELS_SCRIPT = SCRIPT.parent / "bench_kernels.py"
+
+
+def _kernels_module():
+    spec = importlib.util.spec_from_file_location("bench_kernels", KERNELS_SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_kernel_bound_counts_the_products_and_the_activations():
+    bench = _kernels_module()
+    # W4: two layers, two directions each; the second layer reads both
+    # directions below and computes the gradient of its input
+    assert bench.layer_directions("W4") == [
+        ("L1 fwd", 8, 64, False, False, False),
+        ("L1 rev", 8, 64, True, False, False),
+        ("L2 fwd", 128, 64, False, True, True),
+        ("L2 rev", 128, 64, True, True, True)]
+    assert bench.layer_directions("W1") == [("L1", 1, 32, False, False, True)]
+    T, B, n_in, H = 50, 64, 8, 64
+    per_unit = 2 * T * B * 4 * H
+    assert bench.pass_flops("forward", T, B, n_in, H, False) == per_unit * (n_in + H)
+    assert (bench.pass_flops("backward", T, B, n_in, H, False)
+            == per_unit * (2 * H + n_in))
+    assert (bench.pass_flops("backward", T, B, n_in, H, True)
+            == per_unit * (2 * H + 2 * n_in))
+    peak, sigmoid_s, tanh_s = 1e11, 4e-10, 5e-10
+    # forward: products at the peak, five activations a unit over 2 threads
+    bound = bench.bound_seconds("forward", T, B, n_in, H, False, 2, peak,
+                                sigmoid_s, tanh_s)
+    assert bound == pytest.approx(per_unit * (n_in + H) / peak
+                                  + T * B * H * (3 * sigmoid_s + 2 * tanh_s) / 2)
+    # backward: one tanh a unit
+    bound = bench.bound_seconds("backward", T, B, n_in, H, True, 1, peak,
+                                sigmoid_s, tanh_s)
+    assert bound == pytest.approx(per_unit * (2 * H + 2 * n_in) / peak
+                                  + T * B * H * tanh_s)
+
+
+def test_kernel_script_times_each_call():
+    proc = subprocess.run(
+        [sys.executable, str(KERNELS_SCRIPT), "--workloads", "W1",
+         "--repeats", "2", "--min-seconds", "0"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("W1")]
+    # W1 L1, forward then backward for each thread count (1, and the pieces
+    # a fit cuts W1's calls into on 2 threads)
+    assert [r[2] for r in rows[:2]] == ["forward", "backward"]
+    for row in rows:
+        ms, gflops, bound_ms, ratio = (float(row[k]) for k in (4, 5, 7, 8))
+        assert ms > 0 and gflops > 0 and bound_ms > 0
+        assert ratio == pytest.approx(bound_ms / ms, rel=0.05, abs=0.01)

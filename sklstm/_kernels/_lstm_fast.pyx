@@ -1691,14 +1691,20 @@ def adam_update(
 
 def _activations_memview(
     const floating[::1] x,            # (n,)
-    floating[::1] sigmoid_out,        # (n,) out: sigmoid(x)
-    floating[::1] tanh_out,           # (n,) out: tanh(x)
+    floating[::1] sigmoid_out,        # (n,) out: sigmoid(x); None: not computed
+    floating[::1] tanh_out,           # (n,) out: tanh(x); None: not computed
 ):
-    """The inlined gate activations of the kernels, elementwise; for tests only."""
+    """The inlined gate activations of the kernels, elementwise, each in a
+    loop of its own (as the kernels' gate loops run them); for tests, and
+    for ``benchmarks/bench_kernels.py``, which times each alone."""
     cdef Py_ssize_t k, n = x.shape[0]
-    if sigmoid_out.shape[0] != n or tanh_out.shape[0] != n:
+    if ((sigmoid_out is not None and sigmoid_out.shape[0] != n)
+            or (tanh_out is not None and tanh_out.shape[0] != n)):
         raise ValueError("x, sigmoid_out and tanh_out must have the same length")
     with nogil:
-        for k in range(n):
-            sigmoid_out[k] = sigmoid(x[k])
-            tanh_out[k] = tanh(x[k])
+        if sigmoid_out is not None:
+            for k in range(n):
+                sigmoid_out[k] = sigmoid(x[k])
+        if tanh_out is not None:
+            for k in range(n):
+                tanh_out[k] = tanh(x[k])
