@@ -60,11 +60,16 @@ def test_paired_with_torch():
     assert all(t[6] in ("yes", "no") for t in targets)
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_cpu", SCRIPT)
+def _load(script):
+    """A benchmark script as a module (``benchmarks/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench
+
+
+def _bench_module():
+    return _load(SCRIPT)
 
 
 def test_a_measurement_times_enough_calls_to_fill_min_seconds():
@@ -124,15 +129,8 @@ def test_targets_give_the_ratio_and_the_share_of_the_peak_each_needs():
 KERNELS_SCRIPT = SCRIPT.parent / "bench_kernels.py"
 
 
-def _kernels_module():
-    spec = importlib.util.spec_from_file_location("bench_kernels", KERNELS_SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_kernel_bound_counts_the_products_and_the_activations():
-    bench = _kernels_module()
+    bench = _load(KERNELS_SCRIPT)
     # W4: two layers, two directions each; the second layer reads both
     # directions below and computes the gradient of its input
     assert bench.layer_directions("W4") == [
