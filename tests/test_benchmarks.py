@@ -68,12 +68,8 @@ def _load(script):
     return bench
 
 
-def _bench_module():
-    return _load(SCRIPT)
-
-
 def test_a_measurement_times_enough_calls_to_fill_min_seconds():
-    bench = _bench_module()
+    bench = _load(SCRIPT)
     calls = []  # each call's seconds
 
     def ten_ms_call():
@@ -95,7 +91,7 @@ def test_a_measurement_times_enough_calls_to_fill_min_seconds():
 
 
 def test_targets_give_the_ratio_and_the_share_of_the_peak_each_needs():
-    bench = _bench_module()
+    bench = _load(SCRIPT)
     n = bench.WORKLOADS["W4"][0]
     train_flops = 3 * bench.flops("W4", n)
     results = {
