@@ -24,8 +24,9 @@ CASES = {
     "many_inputs": (3, 40, 64, [3, 2, 2]),
     # W_hh beyond the 128 KiB that the per-step products always take on
     # packed panels (4H x H at H = 93): packed panels for few rows per piece
-    # (the AVX2 build), BLAS from 256 rows per piece on (520 rows: also when
-    # cut in two) and on the other builds.
+    # and BLAS from 256 rows per piece on (520 rows: also when cut in two)
+    # in the AVX2 build, packed panels at any rows in the AVX-512 build,
+    # BLAS in the baseline build.
     "large_weights": (4, 3, 93, [4, 4, 3, 1]),
     "large_weights_many_rows": (3, 2, 93, [3] * 280 + [2] * 240),
 }

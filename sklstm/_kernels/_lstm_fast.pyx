@@ -132,27 +132,38 @@ cdef extern from *:
 # panels against OpenBLAS, in one run, at (rows x 1024 x 256): 64 rows
 # 88 / 67, 128 rows 88 / 80, 192 rows 88 / 84, 256 rows 87 / 86, 512 rows
 # 84 / 90; alike at 512 x 128, 1024 x 288 and 256 x 1024. The AVX-512 build
-# keeps BLAS for every large B (not measured there); the baseline build too
-# (its SSE2 panels ran at 33 GFLOP/s, against OpenBLAS' 68 at 64 rows).
+# packs every B: one Zen 4 core (AVX-512), packed panels against OpenBLAS,
+# at 32 to 2048 rows: (rows x 1024 x 288) 107-116 / 85-99, (rows x 256 x
+# 192) 106-117 / 90-100. Inside the kernels, W4's second layer (I = 128,
+# B = 192 KiB) went forward from 2.71 to 1.93 ms on 2 threads and W3's
+# forward from 50.6 to 42.3 ms (backward, whose W_hh is 1 MiB, 175 -> 141
+# ms on one thread). The baseline build keeps BLAS (its SSE2 panels ran at
+# 33 GFLOP/s, against OpenBLAS' 68 at 64 rows).
 cdef extern from *:
     """
-    #if defined(__AVX512F__) || !defined(__AVX2__)
-    #define SKLSTM_PACKED_MAX_ROWS 0
-    #else
+    #if defined(__AVX512F__)
+    #define SKLSTM_PACKED_MAX_ROWS (1 << 30)
+    #elif defined(__AVX2__)
     #define SKLSTM_PACKED_MAX_ROWS 256
+    #else
+    #define SKLSTM_PACKED_MAX_ROWS 0
     #endif
     """
     int SKLSTM_PACKED_MAX_ROWS
 
 # Whether lstm_backward computes dW_ih, dW_hh and dbias after the loop in
 # sklstm's kernel (_small_gemm.h, SK_DEFINE_WEIGHT_GRAD) rather than in BLAS,
-# unless told: with AVX2, where it was measured faster at the shapes it takes
-# (see _own_weight_grad). The AVX-512 build computes them chunk by chunk
-# (SKLSTM_CHUNKED_WEIGHT_GRADS) where it can, and keeps BLAS elsewhere (not
-# measured there); the baseline build keeps BLAS.
+# unless told: with AVX2 or AVX-512, where it was measured faster at the
+# shapes it takes (see _own_weight_grad); the baseline build keeps BLAS. The
+# AVX-512 build computes them chunk by chunk (SKLSTM_CHUNKED_WEIGHT_GRADS)
+# where it can, and in this kernel elsewhere: the reverse direction. One
+# Zen 4, backward on 2 threads, this kernel against BLAS: W2's shape
+# reversed 1.29 against 1.65 ms, W4's second layer reversed 3.34 against
+# 3.76 ms, W1's reversed 85 against 106 us; forward, where the chunks run,
+# it was as fast as they (1.23 / 1.26 ms at W2).
 cdef extern from *:
     """
-    #if defined(__AVX2__) && !defined(__AVX512F__)
+    #if defined(__AVX2__)
     #define SKLSTM_OWN_WEIGHT_GRADS 1
     #else
     #define SKLSTM_OWN_WEIGHT_GRADS 0
