@@ -71,6 +71,7 @@ def _kernels(name, flags=()):
 EXTENSIONS = [
     Extension("sklstm._kernels._blas", ["sklstm/_kernels/_blas.pyx"], **COMMON),
     Extension("sklstm._kernels._head", ["sklstm/_kernels/_head.pyx"], **COMMON),
+    Extension("sklstm._kernels._gather", ["sklstm/_kernels/_gather.pyx"], **COMMON),
     _kernels("_lstm_fast", ["-march=native"] if NATIVE else []),
 ] + [_kernels(f"_lstm_fast_{name}", flags)
      for name, flags in SIMD_VARIANTS.items()]

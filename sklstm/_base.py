@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backends import cuda_status, get_backend, to_numpy
 from ._compat import Interval, StrOptions, _check_sample_weight
+from ._kernels._gather import gather_time_major
 from ._network import LSTMNetwork
 from ._optimizers import SGD, Adam, clip_by_global_norm
 from ._validation import check_sequences, flatten_sequence_targets
@@ -45,9 +46,7 @@ def time_major_batch(X, lengths, indices, equal_lengths=False):
     order), as the kernels require, and the batch is cut to its longest one.
     ``equal_lengths=True`` says all of ``lengths`` are equal: ``indices`` are
     then in order already (the sort was ~3 us of a minibatch), and may be a
-    slice of consecutive rows, copied once where an index array gathers
-    them and then copies them time-major (a predict batch of 1000 sequences
-    of 20 steps: 16 instead of 38 us).
+    slice of consecutive rows (a ``predict`` batch).
 
     Returns
     -------
@@ -66,7 +65,13 @@ def time_major_batch(X, lengths, indices, equal_lengths=False):
         rows = order
     batch_lengths = lengths[rows]
     n_steps = int(batch_lengths[0])
-    X_batch = np.ascontiguousarray(X[rows, :n_steps].transpose(1, 0, 2))
+    if X.dtype in (np.float32, np.float64) and X.flags.c_contiguous:
+        # One pass, compiled (see _kernels/_gather.pyx), where NumPy makes
+        # two copies: the gather, then the time-major one.
+        X_batch = np.empty((n_steps, len(order), X.shape[2]), X.dtype)
+        gather_time_major(X, np.asarray(order, dtype=np.intp), X_batch)
+    else:
+        X_batch = np.ascontiguousarray(X[rows, :n_steps].transpose(1, 0, 2))
     return X_batch, batch_lengths, order
 
 

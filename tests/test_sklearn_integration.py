@@ -234,6 +234,46 @@ def test_time_major_batch_of_a_slice_is_that_of_its_rows(rng):
         time_major_batch(X, lengths, rows)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_time_major_batch_is_numpys_gather(rng, dtype, contiguous):
+    # The compiled one-pass gather (C-contiguous float X) and NumPy's two
+    # copies (any other X) give the same batch: sorted by length, cut to
+    # the longest, time-major.
+    from sklstm._base import time_major_batch
+
+    X = (rng.randn(11, 6, 4) * 10).astype(dtype)
+    if not contiguous:
+        X = np.asfortranarray(X)
+    lengths = np.array([6, 2, 5, 5, 1, 3, 4, 4, 6, 2, 3])
+    indices = np.array([4, 1, 7, 2, 10])
+    X_batch, batch_lengths, order = time_major_batch(X, lengths, indices)
+    np.testing.assert_array_equal(order, [2, 7, 10, 1, 4])
+    np.testing.assert_array_equal(batch_lengths, [5, 4, 3, 2, 1])
+    assert X_batch.flags.c_contiguous and X_batch.dtype == dtype
+    np.testing.assert_array_equal(X_batch, X[order, :5].transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_time_major_checks_its_arguments(dtype):
+    from sklstm._kernels._gather import gather_time_major
+
+    X = np.arange(2 * 3 * 2, dtype=dtype).reshape(2, 3, 2)
+    rows = np.array([1, 0], dtype=np.intp)
+    out = np.empty((3, 2, 2), dtype)
+    gather_time_major(X, rows, out)
+    np.testing.assert_array_equal(out, X[[1, 0]].transpose(1, 0, 2))
+    with pytest.raises(ValueError, match=r"out has shape \(4, 2, 2\)"):
+        gather_time_major(X, rows, np.empty((4, 2, 2), dtype))
+    with pytest.raises(ValueError, match="out has shape"):
+        gather_time_major(X, rows, np.empty((3, 3, 2), dtype))
+    with pytest.raises(ValueError, match=r"row 2 is outside \[0, 2\)"):
+        gather_time_major(X, np.array([0, 2], dtype=np.intp), out)
+    with pytest.raises(ValueError, match="outside"):
+        gather_time_major(X, np.array([-1, 0], dtype=np.intp), out)
+    gather_time_major(X, rows[:0], np.empty((3, 0, 2), dtype))  # nothing to do
+
+
 @pytest.mark.parametrize("variable", [False, True])
 def test_predict_in_several_batches_is_predict_row_by_row(rng, monkeypatch,
                                                           variable):

@@ -1,0 +1,54 @@
+"""Sequences gathered into a time-major minibatch in one pass.
+
+Why: the kernels read a minibatch time-major, ``(T, B, F)``, while the data
+are sample-major, ``(N, T, F)``. With NumPy that is two copies: the fancy
+index ``X[rows]`` gathers the rows, and a transposed copy makes them
+time-major. Inside a fit, where the kernels have pushed ``X`` out of the
+caches by the next minibatch, that took ~83 us of a W2 minibatch of
+``benchmarks/bench_cpu.py`` (64 sequences of 50 x 8 floats, ~2.3 ms in
+all). Here each row of each chosen sequence is read once and written once,
+in its place.
+"""
+
+from cython cimport floating
+
+
+def gather_time_major(const floating[:, :, ::1] X, const Py_ssize_t[::1] rows,
+                      floating[:, :, ::1] out):
+    """``out[t, b] = X[rows[b], t]`` for the ``T = out.shape[0]`` first steps.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_timesteps, n_features), C-contiguous
+    rows : ndarray of shape (B,), dtype intp
+        Rows of ``X``, each in ``[0, n_samples)``.
+    out : ndarray of shape (T, B, n_features), C-contiguous, ``X``'s dtype
+        ``T <= n_timesteps``. Written in full.
+    """
+    cdef Py_ssize_t N = X.shape[0], n_steps = X.shape[1], F = X.shape[2]
+    cdef Py_ssize_t T = out.shape[0], B = out.shape[1]
+    cdef Py_ssize_t b, k, row
+    cdef const floating* src
+    cdef floating* dst
+    if rows.shape[0] != B or out.shape[2] != F or T > n_steps:
+        raise ValueError(
+            f"out has shape {(T, B, out.shape[2])}, expected (T <= {n_steps}, "
+            f"{rows.shape[0]}, {F})"
+        )
+    for b in range(B):
+        if not 0 <= rows[b] < N:
+            raise ValueError(f"row {rows[b]} is outside [0, {N})")
+    if T == 0 or B == 0 or F == 0:
+        return
+    with nogil:
+        for b in range(B):
+            row = rows[b]
+            src = &X[row, 0, 0]
+            dst = &out[0, b, 0]
+            # Step t of the sequence: F contiguous values in, F out, one
+            # row of B * F further down ``out`` per step.
+            for _ in range(T):
+                for k in range(F):
+                    dst[k] = src[k]
+                src += F
+                dst += B * F
