@@ -58,6 +58,7 @@ def _kernels(name, flags=()):
         [f"sklstm/_kernels/{name}.pyx", "sklstm/_kernels/_activation_limits.c"],
         # The C headers the .pyx includes (rebuilds, and the sdist).
         depends=["sklstm/_kernels/_small_gemm.h",
+                 "sklstm/_kernels/_fma_peak.h",
                  "sklstm/_kernels/_activation_limits.h",
                  "sklstm/_kernels/_activations.pxd",
                  "sklstm/_kernels/_lstm_fast.pyx"],

@@ -19,9 +19,14 @@ SciPy's BLAS, before and after the sides; the higher is taken), and each
 side's peak memory. Last, each of the project's targets that the run
 measured (``SPEED_TARGETS``, ``PEAK_TARGET``): the ratio, whether it was met,
 and the share of the GEMM peak that sklstm must run at to meet it at the
-other side's time in this run, beside the share it ran at. Where that need
-is above 100 %, no kernel meets the target here in that run; where it is
-below, the gap between the two is what the kernels have left to win.
+other side's time in this run, beside the share it ran at. sklstm's own
+packed products can run faster than that GEMM (one Zen 4 core: 106-117
+GFLOP/s against OpenBLAS' 104), so the need is also given as a share of
+the cores' float32 multiply-add peak (``fma_peak``, measured with
+sklstm's build before and after the sides): where that is above 100 %, no
+code meets the target here in that run, the products alone would take
+longer; where the need is below the GEMM peak's 100 %, the gap between it
+and the share sklstm ran at is what the kernels have left to win.
 
 The epoch is timed alike on every side: PyTorch's epoch loop; inside
 sklstm's ``fit(max_iter=1)``, its one epoch (``_train_one_epoch``); inside
@@ -235,6 +240,25 @@ def gemm_peak(threads, size=2048, repeats=5):
     with threadpool_limits(threads):
         seconds = _median_time(lambda: sgemm(1.0, a, b), repeats)
     return 2 * size**3 / seconds / 1e9
+
+
+def fma_peak(threads, repeats=5, seconds=0.1):
+    """float32 multiply-add GFLOP/s of ``threads`` cores in sklstm's build
+    (vector FMAs with no memory traffic, see ``_kernels/_fma_peak.h``): the
+    ceiling of any product on this machine."""
+    from sklstm._kernels._dispatch import fma_rounds
+
+    rounds = 1_000_000
+    start = time.perf_counter()
+    fma_rounds(rounds, threads)  # warm-up, and a first rate
+    rate = rounds / max(time.perf_counter() - start, 1e-6)
+    rounds = max(1, int(rate * seconds))
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        flop = fma_rounds(rounds, threads)
+        best = max(best, flop / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 # ------------------------------------------------------------------- sides
@@ -633,6 +657,7 @@ def main():
         # shared host the speed of the cores moves during a run, and a peak
         # taken at a slow moment would put sklstm above 100 % of it.
         peak_before = gemm_peak(args.threads)
+        fma_before = fma_peak(args.threads)
         common = ["--threads", str(args.threads), "--repeats", str(args.repeats),
                   "--min-seconds", str(args.min_seconds)]
         if args.quick:
@@ -654,10 +679,15 @@ def main():
             if reason:
                 skipped["predict_memory"] = reason
         peak_after = gemm_peak(args.threads)
+        fma_after = fma_peak(args.threads)
         peak = max(peak_before, peak_after)
+        fma = max(fma_before, fma_after)
         print(f"float32 GEMM peak (SciPy BLAS, 2048^3, {args.threads} threads): "
               f"{peak:.1f} GFLOP/s (before the sides {peak_before:.1f}, after "
               f"{peak_after:.1f})")
+        print(f"float32 multiply-add peak (sklstm's build, {args.threads} "
+              f"threads): {fma:.1f} GFLOP/s (before {fma_before:.1f}, after "
+              f"{fma_after:.1f}); the GEMM peak is {100 * peak / fma:.0f} % of it")
     finally:
         if busy is not None:
             busy.kill()
@@ -668,7 +698,7 @@ def main():
     _print_table(args, results, peak, memory)
     if paired:
         _print_paired(args, paired)
-    rows = target_rows(results, peak, args.workloads, paired)
+    rows = target_rows(results, peak, args.workloads, paired, fma)
     if rows:
         _print_targets(rows)
 
@@ -728,19 +758,22 @@ def _print_table(args, results, peak, memory):
               f"{memory['NTH_bytes'] / 2**20:.0f} MB)")
 
 
-def target_rows(results, peak, workloads, paired=None):
+def target_rows(results, peak, workloads, paired=None, fma=None):
     """Each target of SPEED_TARGETS and PEAK_TARGET that this run measured.
 
     A speed target comes with the ratio measured (the other side's time over
     sklstm's; for PyTorch also the paired ratio, when ``--paired`` ran), and
     with the share of the GEMM peak that sklstm would have to run at to
-    meet it, given the other side's time in this run: where that share is
-    above 1, no kernel can meet the target on this machine in this run.
+    meet it, given the other side's time in this run, and with ``fma`` (the
+    multiply-add peak, GFLOP/s) the same need as a share of it: where that
+    share is above 1, no code can meet the target on this machine in this
+    run.
 
     Returns a list of dicts with keys ``phase``, ``other``, ``workload``,
     ``target``, ``ratio``, ``paired_ratio`` (None if not measured),
-    ``needs`` and ``runs_at`` (shares of ``peak``); the peak target's dict
-    has ``other`` None, ``target`` the share asked, ``ratio`` None.
+    ``needs`` and ``runs_at`` (shares of ``peak``) and ``needs_fma`` (a
+    share of ``fma``; None without it); the peak target's dict has
+    ``other`` None, ``target`` the share asked, ``ratio`` None.
     """
     sk = results.get("sklstm")
     rows = []
@@ -761,22 +794,27 @@ def target_rows(results, peak, workloads, paired=None):
             # sklstm's time at the target is theirs / target
             "needs": work * target / theirs[w][phase] / 1e9 / peak,
             "runs_at": work / sk[w][phase] / 1e9 / peak,
+            "needs_fma": (None if fma is None
+                          else work * target / theirs[w][phase] / 1e9 / fma),
         })
     phase, w, share = PEAK_TARGET
     if w in workloads and w in sk:
         runs_at = phase_flops(w, sk[w]["n"], phase) / sk[w][phase] / 1e9 / peak
         rows.append({"phase": phase, "other": None, "workload": w,
                      "target": share, "ratio": None, "paired_ratio": None,
-                     "needs": share, "runs_at": runs_at})
+                     "needs": share, "runs_at": runs_at,
+                     "needs_fma": None if fma is None else share * peak / fma})
     return rows
 
 
 def _print_targets(rows):
     print("\ntargets (ratio: the other side's time / sklstm's; needs: the "
           "share of the GEMM peak sklstm must run at to meet the target, at "
-          "the other side's time in this run; runs at: sklstm's share):")
+          "the other side's time in this run; runs at: sklstm's share; of "
+          "FMA: the need as a share of the multiply-add peak, above 100 % no "
+          "code meets the target in this run):")
     print(f"{'':4} {'phase':6} {'target':>16} {'ratio':>6} {'paired':>7} "
-          f"{'met':>4} {'needs':>6} {'runs at':>8}")
+          f"{'met':>4} {'needs':>6} {'runs at':>8} {'of FMA':>7}")
     for r in rows:
         if r["other"] is None:
             goal = f">= {100 * r['target']:.0f}% peak"
@@ -790,7 +828,9 @@ def _print_targets(rows):
                       else f"{'-':>6}")
         print(f"{r['workload']:4} {r['phase']:6} {goal:>16} {ratio} {paired:>7} "
               f"{'yes' if met else 'no':>4} {100 * r['needs']:5.0f}% "
-              f"{100 * r['runs_at']:7.0f}%")
+              f"{100 * r['runs_at']:7.0f}% "
+              + (f"{100 * r['needs_fma']:6.0f}%" if r["needs_fma"] is not None
+                 else f"{'-':>7}"))
 
 
 def _print_paired(args, paired):

@@ -9,8 +9,9 @@ and thread plan) and BLAS held at one thread as a fit holds it, it times
 the calls, on one thread and on the pieces a fit cuts the call into. For
 each call it prints the milliseconds, GFLOP/s, the share of the float32 GEMM
 peak on as many threads (measured as ``bench_cpu.py`` measures it, the
-higher of a measurement before the calls and one after) and a lower bound
-of its time:
+higher of a measurement before the calls and one after), the share of the
+cores' float32 multiply-add peak (``bench_cpu.fma_peak``: no product runs
+faster) and a lower bound of its time:
 
 - its matrix products at that peak: forward ``2 T B 4H (I + H)`` FLOPs;
   backward ``2 T B 4H (2H + I)``, and ``2 T B 4H I`` more when it computes
@@ -47,7 +48,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cpu import WORKLOADS, gemm_peak  # noqa: E402
+from bench_cpu import WORKLOADS, fma_peak, gemm_peak  # noqa: E402
 
 from sklstm._backends import _cpu  # noqa: E402
 from sklstm._backends._cpu_steps import _LayerDirection  # noqa: E402
@@ -190,6 +191,7 @@ def main(argv=None):
     timings = []  # (label, phase, T, B, n_inputs, H, input_grad, threads, seconds)
     with threadpool_limits(args.threads):
         before = {n: gemm_peak(n) for n in thread_counts}
+        fma_before = {n: fma_peak(n) for n in thread_counts}
         # 64 Ki values, 256 KiB an array: in cache, as the cells' gates are
         sigmoid_s, tanh_s = activation_seconds(1 << 16)
         with _cpu._blas_hold():  # as a fit holds BLAS: one thread
@@ -205,17 +207,22 @@ def main(argv=None):
                             timings.append((f"{workload} {name}", phase, T, B, n_in,
                                             H, input_grad, n_threads, s))
         after = {n: gemm_peak(n) for n in thread_counts}
+        fma_after = {n: fma_peak(n) for n in thread_counts}
     # The bound is the best case: the higher of the peaks measured before
     # and after the calls (as bench_cpu.py takes it), and the activations'
     # fastest call.
     peaks = {n: max(before[n], after[n]) * 1e9 for n in thread_counts}
+    fmas = {n: max(fma_before[n], fma_after[n]) * 1e9 for n in thread_counts}
     print("float32 GEMM peak (SciPy BLAS, 2048^3; before / after the calls): "
           + ", ".join(f"{before[n]:.0f} / {after[n]:.0f} GFLOP/s on {n} thread(s)"
                       for n in thread_counts))
+    print("float32 multiply-add peak (sklstm's build; before / after): "
+          + ", ".join(f"{fma_before[n]:.0f} / {fma_after[n]:.0f} GFLOP/s on {n} "
+                      "thread(s)" for n in thread_counts))
     print(f"gate activations alone, one thread: sigmoid {sigmoid_s * 1e9:.2f}, "
           f"tanh {tanh_s * 1e9:.2f} ns a value")
     print(f"{'call':<20}{'pass':<10}{'threads':>7}{'ms':>9}{'GFLOP/s':>9}"
-          f"{'% peak':>8}{'bound ms':>10}{'bound/time':>11}")
+          f"{'% peak':>8}{'% FMA':>7}{'bound ms':>10}{'bound/time':>11}")
     rows = []
     for label, phase, T, B, n_in, H, input_grad, n_threads, s in timings:
         flop = pass_flops(phase, T, B, n_in, H, input_grad)
@@ -225,6 +232,7 @@ def main(argv=None):
         rows.append((label, phase, n_threads, s, flop / s, flop / s / peak, bound))
         print(f"{label:<20}{phase:<10}{n_threads:>7}{s * 1e3:>9.3f}"
               f"{flop / s / 1e9:>9.1f}{100 * flop / s / peak:>7.0f}%"
+              f"{100 * flop / s / fmas[n_threads]:>6.0f}%"
               f"{bound * 1e3:>10.3f}{bound / s:>11.2f}")
     return rows
 

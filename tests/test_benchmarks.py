@@ -112,6 +112,11 @@ def test_targets_give_the_ratio_and_the_share_of_the_peak_each_needs():
     assert train["runs_at"] == pytest.approx(train_flops / 1.5 / 1e9 / peak)
     assert infer["ratio"] == pytest.approx(0.9 / 0.5)  # below its 2x
     assert infer["needs"] > infer["runs_at"]
+    assert train["needs_fma"] is None  # no multiply-add peak given
+    # the same needs as shares of a multiply-add peak twice the GEMM's
+    rows_fma = bench.target_rows(results, peak, ["W4"], fma=2 * peak)
+    for row, row_fma in zip(rows, rows_fma):
+        assert row_fma["needs_fma"] == pytest.approx(row["needs"] / 2)
     # W3's share of the peak is a target of its own
     results["sklstm"]["W3"] = {"n": 8192, "train": 10.0, "infer": 3.0}
     rows = bench.target_rows(results, peak, ["W3", "W4"])
@@ -119,6 +124,8 @@ def test_targets_give_the_ratio_and_the_share_of_the_peak_each_needs():
     assert len(peak_row) == 1 and peak_row[0]["target"] == 0.60
     assert peak_row[0]["runs_at"] == pytest.approx(
         3 * bench.flops("W3", 8192) / 10.0 / 1e9 / peak)
+    peak_row = bench.target_rows(results, peak, ["W3"], fma=2 * peak)[-1]
+    assert peak_row["other"] is None and peak_row["needs_fma"] == pytest.approx(0.30)
     assert bench.target_rows({"torch": results["torch"]}, peak, ["W4"]) == []
 
 
@@ -167,6 +174,8 @@ def test_kernel_script_times_each_call():
     # a fit cuts W1's calls into on 2 threads)
     assert [r[2] for r in rows[:2]] == ["forward", "backward"]
     for row in rows:
-        ms, gflops, bound_ms, ratio = (float(row[k]) for k in (4, 5, 7, 8))
+        ms, gflops, bound_ms, ratio = (float(row[k]) for k in (4, 5, 8, 9))
         assert ms > 0 and gflops > 0 and bound_ms > 0
+        # the shares of the GEMM and multiply-add peaks
+        assert row[6].endswith("%") and row[7].endswith("%")
         assert ratio == pytest.approx(bound_ms / ms, rel=0.05, abs=0.01)

@@ -131,6 +131,18 @@ def test_activations_special_values(dtype, kernels):
     assert np.isnan(sigmoid[3]) and np.isnan(tanh[3])
 
 
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
+def test_fma_rounds_counts_its_multiply_adds(kernels):
+    # rounds x threads x 12 vectors of the build's float32 lanes, 2 FLOPs each
+    lanes = {"_lstm_fast_avx512": 16, "_lstm_fast_avx2": 8}.get(
+        kernels.__name__.rsplit(".", 1)[-1], 4)
+    assert kernels.fma_rounds(1000, 2) == 1000 * 2 * 12 * lanes * 2
+    assert kernels.fma_rounds(0) == 0
+    for rounds, n_threads in [(-1, 1), (10, 0)]:
+        with pytest.raises(ValueError, match="rounds >= 0 and n_threads >= 1"):
+            kernels.fma_rounds(rounds, n_threads)
+
+
 def _problem(T, n_in, H, lengths, dtype, seed=0):
     rng = np.random.default_rng(seed)
     B = len(lengths)

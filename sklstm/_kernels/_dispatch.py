@@ -53,3 +53,4 @@ uses_own_weight_grads = kernels.uses_own_weight_grads
 weight_grad_workspace_size = kernels.weight_grad_workspace_size
 adam_update = kernels.adam_update
 max_threads = kernels.max_threads
+fma_rounds = kernels.fma_rounds

@@ -171,6 +171,10 @@ cdef extern from *:
     """
     bint SKLSTM_OWN_WEIGHT_GRADS
 
+cdef extern from "_fma_peak.h":
+    float sklstm_fma_rounds_f(long rounds) noexcept nogil
+    int SK_FMA_ROUND_FLOPS
+
 cdef extern from "<omp.h>":
     int omp_get_max_threads() noexcept nogil
 
@@ -311,6 +315,30 @@ cdef int _workers(int n_threads, Py_ssize_t pieces) noexcept nogil:
 def cpu_simd_level():
     """The widest kernel build this CPU runs: "avx512", "avx2" or "baseline"."""
     return ("baseline", "avx2", "avx512")[sklstm_simd_level()]
+
+
+def fma_rounds(long rounds, int n_threads=1):
+    """Run ``rounds`` rounds of float32 vector multiply-adds on each of
+    ``n_threads`` threads, with no memory traffic; return the floating-point
+    operations done (a multiply-add counts as two).
+
+    Timed by the caller, this is the multiply-add peak of the cores in this
+    build's instructions (see ``_fma_peak.h``): no product of the kernels
+    can run faster. ``benchmarks/bench_cpu.py`` and ``bench_kernels.py``
+    report it beside OpenBLAS' GEMM peak.
+    """
+    cdef int _thread
+    cdef float sink = 0
+    if rounds < 0 or n_threads < 1:
+        raise ValueError(f"need rounds >= 0 and n_threads >= 1, got {rounds} "
+                         f"and {n_threads}")
+    with nogil:
+        for _thread in prange(n_threads, num_threads=n_threads,
+                              schedule="static"):
+            sink += sklstm_fma_rounds_f(rounds)
+    if sink != sink:  # never: keeps the sum, and so the loop, alive
+        raise RuntimeError("the multiply-adds gave NaN")
+    return float(rounds) * n_threads * SK_FMA_ROUND_FLOPS
 
 
 def max_threads():
