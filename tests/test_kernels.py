@@ -476,7 +476,8 @@ def test_threads_run_concurrently_and_agree():
 def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
                  W_hr=None, n_parts=0, chunked_grads=-1, packed_weights=False,
                  own_weight_grads=-1, kernels=_lstm_fast, input_grad=True,
-                 dgates_in_place=False, dh_n=None):
+                 dgates_in_place=False, dh_n=None, hidden_in_block=False,
+                 dhidden_add=None):
     """lstm_forward + lstm_backward of the build ``kernels`` called directly
     with ``n_threads`` (and ``n_parts`` pieces of work; 0: one per thread).
     With ``packed_weights`` they get the workspaces the backend gives:
@@ -484,7 +485,9 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
     per step on [x_t | h_prev]. ``own_weight_grads`` is passed to backward,
     with the workspace it needs. Without ``input_grad``, backward gets no
     ``dX`` (returned as None). With ``dgates_in_place``, backward writes
-    dgates over the gates. ``dh_n`` is passed to backward."""
+    dgates over the gates. ``dh_n`` and ``dhidden_add`` are passed to
+    backward. With ``hidden_in_block``, forward writes ``hidden`` into
+    columns [2, 2 + P) of a wider array of NaN (returned as that view)."""
     T, B, n_in = X.shape
     P = W_hh.shape[1]
     H = P if W_hr is None else W_hr.shape[1]
@@ -511,6 +514,8 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
                         dm_step=np.empty((B, H), dtype))
     gates = np.empty((T, B, 4 * H), dtype)
     cells, hidden = np.empty((T, B, H), dtype), np.empty((T, B, P), dtype)
+    if hidden_in_block:
+        hidden = np.full((T, B, P + 5), np.nan, dtype)[:, :, 2:2 + P]
     h_n, c_n = np.empty((B, P), dtype), np.empty((B, H), dtype)
     kernels.lstm_forward(X, lengths, W_ih, W_hh, bias, reverse, True, gates,
                          cells, hidden, h_n, c_n, np.empty((B, 4 * H), dtype),
@@ -524,7 +529,8 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
         np.empty((B, 4 * H), dtype),
         np.empty((B, P), dtype), np.empty((B, H), dtype), n_threads,
         n_parts=n_parts, chunked_grads=chunked_grads,
-        own_weight_grads=own_weight_grads, dh_n=dh_n, **bwd_proj,
+        own_weight_grads=own_weight_grads, dh_n=dh_n, dhidden_add=dhidden_add,
+        **bwd_proj,
     )
     return [hidden, h_n, c_n] + grads
 
@@ -655,6 +661,68 @@ def test_dgates_over_the_gates_give_the_same_gradients(
         for a, e in zip(over, apart):
             assert np.isfinite(e).all()
             np.testing.assert_array_equal(a, e)
+
+
+@_backward_paths
+def test_hidden_and_its_gradient_in_blocks_of_columns(
+    n_threads, reverse, projected, chunked_grads, kernels
+):
+    """``hidden`` written into a block of columns of a wider array, and its
+    gradient read as the sum of two such blocks (``dhidden`` and
+    ``dhidden_add``: between bidirectional layers) give every output bit
+    for bit as contiguous arrays holding the same values (the blocks'
+    sum), on every backward path; nothing outside the block is written."""
+    for problem, kwargs in _backward_cases(projected, chunked_grads, kernels,
+                                           shortest=0):
+        X, lengths, W_ih, W_hh, bias, dhidden = problem
+        T, B, P = dhidden.shape
+        rng = np.random.default_rng(P)
+        wide = rng.standard_normal((2, T, B, 2 * P + 1)).astype(dhidden.dtype)
+        part, add = wide[0, :, :, P + 1:], wide[1, :, :, P + 1:]
+        expected = _run_kernels(X, lengths, W_ih, W_hh, bias, part + add,
+                                reverse, n_threads, **kwargs)
+        actual = _run_kernels(X, lengths, W_ih, W_hh, bias, part, reverse,
+                              n_threads, hidden_in_block=True,
+                              dhidden_add=add, **kwargs)
+        for a, e in zip(actual, expected):
+            np.testing.assert_array_equal(a, e)
+        block = actual[0].base
+        assert np.isnan(block[:, :, :2]).all() and np.isnan(block[:, :, 2 + P:]).all()
+
+
+def test_strided_hidden_and_dhidden_add_are_checked():
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(*CASES["variable"],
+                                                     np.float64)
+    T, B, _ = X.shape
+    H = W_hh.shape[1]
+    gates, cells = np.empty((T, B, 4 * H)), np.empty((T, B, H))
+    state = [np.empty((B, H)), np.empty((B, H)), np.empty((B, 4 * H))]
+    every_other = np.empty((T, B, 2 * H))[:, :, ::2]  # columns not contiguous
+    time_apart = np.empty((2 * T, B, H))[::2]  # times 2B rows apart
+    for hidden in (every_other, np.empty((B, T, H)).transpose(1, 0, 2)):
+        with pytest.raises(ValueError, match="hidden must be C-contiguous or a "
+                           "block of columns"):
+            _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, False, True,
+                                    gates, cells, hidden, *state)
+    hidden = np.empty((T, B, H))
+    _lstm_fast.lstm_forward(X, lengths, W_ih, W_hh, bias, False, True, gates,
+                            cells, hidden, *state)
+    grads = [np.empty(X.shape), np.empty(W_ih.shape), np.empty(W_hh.shape),
+             np.empty(4 * H), np.empty_like(gates), np.empty((B, 4 * H)),
+             np.empty((B, H)), np.empty((B, H))]
+
+    def backward(dhidden, **kwargs):
+        _lstm_fast.lstm_backward(X, lengths, W_ih, W_hh, False, gates, cells,
+                                 hidden, dhidden, *grads, **kwargs)
+
+    with pytest.raises(ValueError, match="dhidden must be C-contiguous"):
+        backward(time_apart)
+    with pytest.raises(ValueError, match="give dhidden too"):
+        backward(None, dhidden_add=dhidden)
+    with pytest.raises(ValueError, match="the strides of dhidden"):
+        backward(dhidden, dhidden_add=np.empty((T, B, 2 * H))[:, :, :H])
+    with pytest.raises(ValueError, match=r"dhidden_add has shape"):
+        backward(dhidden, dhidden_add=np.empty((T, B, H + 1)))
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -20,12 +20,22 @@ gradient buffer, and the head, loss and L2 term in one compiled call each
 (``sklstm/_kernels/_head.pyx``, which the general path calls too); the
 thread chooser times it whole, once.
 
+Between two bidirectional layers there are no copies: each direction
+below writes its hidden sequence into its half of the next layer's input
+(T, B, 2H), and reads its gradient from its halves of the two directions'
+``dX`` above, which the kernel adds as it reads them. Concatenating,
+summing and copying these in NumPy took ~0.6 ms of each ~18 ms minibatch
+of W4 (``benchmarks/bench_cpu.py``), and their arrays ~6.5 MB of the
+minibatch's working set.
+
 It computes what ``LSTMNetwork.loss_and_grad`` computes, with the same
 kernels, pieces and operations in the same order, so the results are the
-same bit for bit (``tests/test_cpu_steps.py``). One difference gives the
+same bit for bit (``tests/test_cpu_steps.py``). Two differences give the
 same sums: the top layer's backward takes the head's gradient as ``dh_n``,
 where the general path scatters it into a ``dhidden`` that is zero
-elsewhere (the kernel adds it to the same zero). It covers what most fits
+elsewhere (the kernel adds it to the same zero); and below a bidirectional
+layer the two directions' ``dX`` are added in the kernel, rounded once as
+the general path's summed array holds them. It covers what most fits
 are: ``output="last"``, no projection, no dropout masks to draw (one layer,
 or ``dropout=0``), any number of layers and directions, every loss. Other
 fits, and fits outside the main thread (where BLAS is not held at one
@@ -53,14 +63,17 @@ class _LayerDirection:
     of up to ``n_steps`` steps, and its kernel calls' thread plan.
 
     ``input_grad``: backward computes ``dX`` (not for the data).
-    ``own_dhidden``: backward reads ``dhidden`` from an array of its own (a
-    layer's below two directions); one direction below reads the dX of the
-    layer above in place. The top layer has no ``dhidden``: the head reads
-    its h_n only, whose gradient backward takes as ``dh_n``, from an array
-    of its own with two directions (``own_dh_n``)."""
+    ``own_dhidden``: backward reads ``dhidden`` from an array of its own
+    (``benchmarks/bench_kernels.py`` times calls so); in a fit, a layer
+    below reads the dX of the layer above in place. The top layer has no
+    ``dhidden``: the head reads its h_n only, whose gradient backward takes
+    as ``dh_n``, from an array of its own with two directions
+    (``own_dh_n``). ``hidden``: the (n_steps, n_seq, n_units) array forward
+    writes h into (a direction's half of the next layer's input), or None:
+    one of its own."""
 
     def __init__(self, n_steps, n_seq, n_inputs, n_units, dtype, input_grad,
-                 own_dhidden, own_dh_n):
+                 own_dhidden, own_dh_n, hidden=None):
         G = 4 * n_units
         empty = np.empty
         self.n_steps = n_steps
@@ -68,7 +81,8 @@ class _LayerDirection:
         # Backward overwrites the gates with their gradients (dgates).
         self.gates = empty((n_steps, n_seq, G), dtype)
         self.cells = empty((n_steps, n_seq, n_units), dtype)
-        self.hidden = empty((n_steps, n_seq, n_units), dtype)
+        self.hidden = (empty((n_steps, n_seq, n_units), dtype) if hidden is None
+                       else hidden)
         self.h_n = empty((n_seq, n_units), dtype)
         self.c_n = empty((n_seq, n_units), dtype)
         self.step_gates = empty((n_seq, G), dtype)
@@ -99,8 +113,8 @@ class _LayerDirection:
         self._steps = {}
 
     def steps(self, T):
-        """The time-major arrays cut to ``T`` steps (C-contiguous views,
-        made once per ``T``)."""
+        """The time-major arrays cut to ``T`` steps (views made once per
+        ``T``; C-contiguous but ``hidden`` below a bidirectional layer)."""
         steps = self._steps.get(T)
         if steps is None:
             steps = self._steps[T] = _Steps(*(
@@ -123,27 +137,25 @@ class _Plan:
         D = network.n_directions
         self.n_steps = n_steps
         self.layers = []
-        # Per layer below the top, with two directions: their outputs
-        # concatenated (T, B, 2H), the next layer's input.
+        # Per layer below the top, with two directions: their outputs side
+        # by side (T, B, 2H), the next layer's input, which each direction
+        # writes its half of.
         self.concat = []
-        # Per layer above the first, with two directions: the sum of their
-        # dX (T, B, I), the gradient of the layer below's output.
-        self.dconcat = []
         n_inputs = network.n_features
         n_layers = len(network.hidden_layer_sizes)
         for layer, n_units in enumerate(network.hidden_layer_sizes):
             top = layer == n_layers - 1
+            concat = (np.empty((n_steps, n_seq, 2 * n_units), dtype)
+                      if D == 2 and not top else None)
+            self.concat.append(concat)
+            halves = ([None] * D if concat is None
+                      else [concat[:, :, :n_units], concat[:, :, n_units:]])
             self.layers.append([
-                _LayerDirection(n_steps, n_seq, n_inputs, n_units, dtype,
-                                input_grad=layer > 0, own_dhidden=D == 2 and not top,
-                                own_dh_n=D == 2 and top)
-                for _ in range(D)
+                _LayerDirection(
+                    n_steps, n_seq, n_inputs, n_units, dtype, input_grad=layer > 0,
+                    own_dhidden=False, own_dh_n=D == 2 and top, hidden=half)
+                for half in halves
             ])
-            two = D == 2
-            self.concat.append(np.empty((n_steps, n_seq, 2 * n_units), dtype)
-                               if two and not top else None)
-            self.dconcat.append(np.empty((n_steps, n_seq, n_inputs), dtype)
-                                if two and layer > 0 else None)
             n_inputs = D * n_units
         all_lds = [ld for lds in self.layers for ld in lds]
         self.n_parts = max(ld.n_parts for ld in all_lds)
@@ -252,15 +264,13 @@ class CPUMinibatchSteps:
                         steps.hidden, ld.h_n, ld.c_n, ld.step_gates, xh=ld.xh,
                         W_cat_t=ld.W_cat_t, n_parts=ld.n_parts,
                         n_threads=ld.threads(n_threads))
-            lds = plan.layers[layer]
             if layer == n_layers - 1:
                 break  # the head reads the top layer's h_n
             if D == 2:
-                layer_input = np.concatenate(
-                    [lds[0].steps(n_steps).hidden, lds[1].steps(n_steps).hidden],
-                    axis=2, out=plan.concat[layer][:n_steps])
+                # both directions wrote their halves of it
+                layer_input = plan.concat[layer][:n_steps]
             else:
-                layer_input = lds[0].steps(n_steps).hidden
+                layer_input = plan.layers[layer][0].steps(n_steps).hidden
 
         # The head on the last hidden states, the loss, and back to them.
         head, dhead = self._head, self._dhead
@@ -277,7 +287,7 @@ class CPUMinibatchSteps:
         dhead_input = plan.dhead_input
 
         # Backward, layer by layer (as LSTMNetwork.backward).
-        dlayer_output = None
+        above = None  # the layer-directions of the layer above
         for layer in reversed(range(n_layers)):
             n_units = network.hidden_layer_sizes[layer]
             lds = plan.layers[layer]
@@ -286,35 +296,32 @@ class CPUMinibatchSteps:
                 views = self._layer_views[layer][direction]
                 dviews = self._dlayer_views[layer][direction]
                 steps = ld.steps(n_steps)
-                dhidden, dh_n = steps.dhidden, None
+                dhidden = dhidden_add = dh_n = None
                 columns = slice(direction * n_units, (direction + 1) * n_units)
-                if layer == n_layers - 1:
+                if above is None:
                     # The head read h_n only: its gradient enters as dh_n.
-                    dhidden = None
                     if D == 2:
                         dh_n = ld.dh_n
                         np.copyto(dh_n, dhead_input[:, columns])
                     else:
                         dh_n = dhead_input
                 elif D == 2:
-                    np.copyto(dhidden, dlayer_output[:, :, columns])
+                    # This direction's columns of the gradient of the layer
+                    # above's input: the sum of both directions' dX there.
+                    dhidden = above[0].steps(n_steps).dX[:, :, columns]
+                    dhidden_add = above[1].steps(n_steps).dX[:, :, columns]
                 else:
-                    dhidden = dlayer_output
+                    dhidden = above[0].steps(n_steps).dX
                 backward(inputs[layer], lengths, views["W_ih"], views["W_hh"],
                          bool(direction), steps.gates, steps.cells, steps.hidden,
                          dhidden, steps.dX, dviews["W_ih"], dviews["W_hh"],
                          dviews["b_ih"], steps.gates, ld.dgates_step, ld.dh_rec,
                          ld.dc_state, W_hh_packed=ld.W_hh_packed,
                          weight_grad_work=ld.weight_grad_work, n_parts=ld.n_parts,
-                         n_threads=ld.threads(n_threads), dh_n=dh_n)
+                         n_threads=ld.threads(n_threads), dh_n=dh_n,
+                         dhidden_add=dhidden_add)
                 dviews["b_hh"][...] = dviews["b_ih"]
-            if layer > 0:
-                if D == 2:
-                    dlayer_output = np.add(lds[0].steps(n_steps).dX,
-                                           lds[1].steps(n_steps).dX,
-                                           out=plan.dconcat[layer][:n_steps])
-                else:
-                    dlayer_output = lds[0].steps(n_steps).dX
+            above = lds
 
         if plan.chosen:
             chooser.record(plan.key, n_threads,

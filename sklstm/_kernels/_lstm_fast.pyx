@@ -471,6 +471,8 @@ cdef inline void _cell_backward(
     const floating* cell,     # (H,) c_t
     const floating* cell_prev,  # (H,) c_prev; NULL at the first step (zero)
     const floating* dhidden,  # (H,) dL/dh_t from above, or NULL (none)
+    const floating* dhidden2,  # (H,) more of it, added to dhidden (the two
+                               #   directions of a layer above), or NULL
     const floating* dh_rec,   # (H,) dL/dh_t through the next processed step
     floating* dc,             # (H,) in: dL/dc_t via c_next; out: dL/dc_prev
 ) noexcept nogil:
@@ -484,7 +486,16 @@ cdef inline void _cell_backward(
     cdef floating o, tanh_c, dh
     # dh = dhidden + dh_rec;  d_o = dh * tanh(c) * o * (1 - o)
     # dc_t = dc + dh * o * (1 - tanh(c)**2)
-    if dhidden != NULL:
+    if dhidden2 != NULL:
+        # dhidden + dhidden2 rounded first: the sum that a dhidden array
+        # holding it would have, bit for bit
+        for j in range(H):
+            o = go[j]
+            tanh_c = tanh(cell[j])
+            dh = (dhidden[j] + dhidden2[j]) + dh_rec[j]
+            go[j] = dh * tanh_c * sigmoid_grad(o)
+            dc[j] = dc[j] + dh * o * tanh_grad(tanh_c)
+    elif dhidden != NULL:
         for j in range(H):
             o = go[j]
             tanh_c = tanh(cell[j])
@@ -529,13 +540,18 @@ cdef inline void _cell_backward_projected(
 
 cdef inline void _zero_padding_rows(
     floating* seq, Py_ssize_t s, Py_ssize_t B, Py_ssize_t b0, Py_ssize_t b1,
-    Py_ssize_t n_s, Py_ssize_t width,
+    Py_ssize_t n_s, Py_ssize_t width, Py_ssize_t ld,
 ) noexcept nogil:
     """``seq[s, max(b0, n_s):b1] = 0``: this block's padding rows of time s
-    in a (T, B, width) sequence."""
-    cdef Py_ssize_t lo = max(b0, n_s)
-    if lo < b1:
+    in a (T, B, width) sequence whose rows are ``ld`` elements apart."""
+    cdef Py_ssize_t lo = max(b0, n_s), b
+    if lo >= b1:
+        return
+    if ld == width:
         memset(seq + (s * B + lo) * width, 0, (b1 - lo) * width * sizeof(floating))
+    else:
+        for b in range(lo, b1):
+            memset(seq + (s * B + b) * ld, 0, width * sizeof(floating))
 
 
 cdef inline void _small_gemm(
@@ -679,8 +695,9 @@ cdef inline void _wg_store(int m, int n, const floating* Ct, floating* dW,
 cdef void _own_weight_grads(
     Py_ssize_t g0, Py_ssize_t ng, Py_ssize_t T, Py_ssize_t B, Py_ssize_t G,
     Py_ssize_t P, Py_ssize_t n_in, bint reverse, bint do_ih, bint do_hh,
-    const floating* X_p, const floating* hidden_p, const floating* dgates_p,
-    floating* dW_ih_p, floating* dW_hh_p, floating* dbias_p, floating* work,
+    const floating* X_p, const floating* hidden_p, Py_ssize_t ldh,
+    const floating* dgates_p, floating* dW_ih_p, floating* dW_hh_p,
+    floating* dbias_p, floating* work,
 ) noexcept nogil:
     """Gate units [g0, g0 + ng) of dbias, and of dW_ih (``do_ih``) and dW_hh
     (``do_hh``), in one pass over dgates in blocks of SK_WG_ROWS rows (see
@@ -719,7 +736,7 @@ cdef void _own_weight_grads(
             first_ih = False
         if do_hh and hh_lo <= p0 < hh_hi:
             _wg_block(<int> P, <int> ng, <int> (p1 - p0),
-                      hidden_p + (p0 + shift) * P, <int> P, Dp, not first_hh,
+                      hidden_p + (p0 + shift) * ldh, <int> ldh, Dp, not first_hh,
                       Ct_hh)
             first_hh = False
         p0 = p1
@@ -757,7 +774,7 @@ cdef void _forward_rows(
     const Py_ssize_t* len_p, const floating* W_hh_p, const floating* W_hh_t_p,
     bint packed, const floating* W_hr_p,
     const floating* bias_p, bint reverse, bint training, bint store_hidden,
-    floating* gates_p, floating* cells_p, floating* hidden_p,
+    floating* gates_p, floating* cells_p, floating* hidden_p, Py_ssize_t ldh,
     floating* h_p, floating* c_p, floating* step_p, floating* m_p,
 ) noexcept nogil:
     """The recurrence of rows [b0, b1) over all steps (see lstm_forward).
@@ -778,7 +795,7 @@ cdef void _forward_rows(
         n_s = _n_active(len_p, B, s)
         hi = min(b1, n_s)
         if store_hidden:
-            _zero_padding_rows(hidden_p, s, B, b0, b1, n_s, P)
+            _zero_padding_rows(hidden_p, s, B, b0, b1, n_s, P, ldh)
         if hi <= b0:
             continue
         if s == 0:
@@ -803,7 +820,7 @@ cdef void _forward_rows(
             if training:
                 memcpy(cells_p + row * H, c_p + b * H, H * sizeof(floating))
             if store_hidden and not project:
-                memcpy(hidden_p + row * H, h_p + b * H, H * sizeof(floating))
+                memcpy(hidden_p + row * ldh, h_p + b * H, H * sizeof(floating))
         if project:
             # h_state[b0:hi] = m_step[b0:hi] @ W_hr.T
             gemm(False, True, <int> (hi - b0), <int> P, <int> H,
@@ -812,7 +829,7 @@ cdef void _forward_rows(
             if store_hidden:
                 for b in range(b0, hi):
                     t = len_p[b] - 1 - s if reverse else s
-                    memcpy(hidden_p + (t * B + b) * P, h_p + b * P,
+                    memcpy(hidden_p + (t * B + b) * ldh, h_p + b * P,
                            P * sizeof(floating))
 
 
@@ -821,8 +838,8 @@ cdef void _fused_rows(
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
     const Py_ssize_t* len_p, const floating* X_p, const floating* W_cat_t_p,
     bint packed, const floating* bias_p, bint reverse, bint store_hidden,
-    floating* hidden_p, floating* h_p, floating* c_p, floating* step_p,
-    floating* xh_p, floating* gates_p, floating* cells_p,
+    floating* hidden_p, Py_ssize_t ldh, floating* h_p, floating* c_p,
+    floating* step_p, floating* xh_p, floating* gates_p, floating* cells_p,
 ) noexcept nogil:
     """The recurrence over rows [b0, b1), one GEMM per step (no projection).
 
@@ -854,7 +871,7 @@ cdef void _fused_rows(
         n_s = _n_active(len_p, B, s)
         hi = min(b1, n_s)
         if store_hidden:
-            _zero_padding_rows(hidden_p, s, B, b0, b1, n_s, H)
+            _zero_padding_rows(hidden_p, s, B, b0, b1, n_s, H, ldh)
         if hi <= b0:
             continue
         for b in range(b0, hi):
@@ -884,7 +901,7 @@ cdef void _fused_rows(
                 _cell_forward(H, out + (b - b0) * G, NULL, bias_p,
                               c_p + b * H, h_row)
                 if store_hidden:
-                    memcpy(hidden_p + (t * B + b) * H, h_row,
+                    memcpy(hidden_p + (t * B + b) * ldh, h_row,
                            H * sizeof(floating))
                 continue
             # c_prev: this row's c of the step before (time t - 1 forward,
@@ -895,7 +912,7 @@ cdef void _fused_rows(
                 c_prev = cells_p + ((t + 1 if reverse else t - 1) * B + b) * H
             _cell_forward_stored(H, out + (b - b0) * G, bias_p, c_prev,
                                  cells_p + (t * B + b) * H, h_row,
-                                 hidden_p + (t * B + b) * H)
+                                 hidden_p + (t * B + b) * ldh)
             if not direct:
                 memcpy(gates_p + (t * B + b) * G, out + (b - b0) * G,
                        G * sizeof(floating))
@@ -917,7 +934,8 @@ cdef void _backward_rows(
     const Py_ssize_t* len_p, const floating* W_hh_p,
     const floating* W_hh_packed_p, const floating* W_hr_p,
     bint reverse, const floating* gates_p, const floating* cells_p,
-    const floating* dhidden_p, const floating* dh_n_p, floating* dgates_p,
+    const floating* dhidden_p, const floating* dhidden2_p, Py_ssize_t ldd,
+    const floating* dh_n_p, floating* dgates_p,
     floating* dstep_p, floating* dh_p, floating* dc_p,
     floating* dh_seq_p, floating* m_seq_p, floating* dh_step_p,
     floating* dm_p,
@@ -926,7 +944,8 @@ cdef void _backward_rows(
 
     A call with s1 < T continues the previous call (steps [s1, ...)) from
     the state it left in dh_p and dc_p. dhidden_p may be NULL (no gradient
-    from above at any step), dh_n_p too (none on h_n).
+    from above at any step), dh_n_p too (none on h_n); dhidden2_p, when not
+    NULL, is added to dhidden_p (rows of both are ``ldd`` elements apart).
 
     With a projection (W_hr_p not NULL), per step the total dh of the active
     rows goes to dh_step (and dh_seq, time-ordered), one GEMM gives
@@ -970,9 +989,14 @@ cdef void _backward_rows(
                 t = len_p[b] - 1 - s if reverse else s
                 row = t * B + b
                 # dh = dhidden[t, b] + dh_rec[b]
-                if dhidden_p != NULL:
+                if dhidden2_p != NULL:
                     for j in range(P):
-                        dh_step_p[b * P + j] = (dhidden_p[row * P + j]
+                        dh_step_p[b * P + j] = ((dhidden_p[row * ldd + j]
+                                                 + dhidden2_p[row * ldd + j])
+                                                + dh_p[b * P + j])
+                elif dhidden_p != NULL:
+                    for j in range(P):
+                        dh_step_p[b * P + j] = (dhidden_p[row * ldd + j]
                                                 + dh_p[b * P + j])
                 else:
                     memcpy(dh_step_p + b * P, dh_p + b * P, P * sizeof(floating))
@@ -998,7 +1022,8 @@ cdef void _backward_rows(
             else:
                 _cell_backward(
                     H, dgates_p + row * G, cells_p + row * H, cell_prev,
-                    dhidden_p + row * H if dhidden_p != NULL else NULL,
+                    dhidden_p + row * ldd if dhidden_p != NULL else NULL,
+                    dhidden2_p + row * ldd if dhidden2_p != NULL else NULL,
                     dh_p + b * H, dc_p + b * H,
                 )
             if reverse:
@@ -1039,7 +1064,7 @@ cdef void _weight_grads(
     Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P, Py_ssize_t n_in,
     const Py_ssize_t* len_p, const floating* X_p, const floating* W_ih_p,
     bint reverse, bint finite_padding, const floating* hidden_p,
-    const floating* dgates_p, floating* dX_p, floating* dW_ih_p,
+    Py_ssize_t ldh, const floating* dgates_p, floating* dX_p, floating* dW_ih_p,
     floating* dW_hh_p, floating* dbias_p,
     const floating* dh_seq_p, const floating* m_seq_p, floating* dW_hr_p,
     bint own_ih, bint own_hh, floating* work_p,
@@ -1071,7 +1096,8 @@ cdef void _weight_grads(
         return
     if own_ih or own_hh:
         _own_weight_grads(g0, ng, T, B, G, P, n_in, reverse, own_ih, own_hh,
-                          X_p, hidden_p, dgates_p, dW_ih_p, dW_hh_p, dbias_p,
+                          X_p, hidden_p, ldh, dgates_p, dW_ih_p, dW_hh_p,
+                          dbias_p,
                           work_p + part * _weight_grad_part_size(
                               G, n_in, P, n_parts, sizeof(floating)))
 
@@ -1107,13 +1133,15 @@ cdef void _weight_grads(
             # dW_hh[g0:g1] = dgates[:-1].reshape(-1, 4H)[:, g0:g1].T
             #                @ hidden[1:].reshape(-1, P)
             gemm(True, False, <int> ng, <int> P, <int> ((T - 1) * B),
-                 <floating> 1, dgates_p + g0, <int> G, hidden_p + B * P, <int> P,
+                 <floating> 1, dgates_p + g0, <int> G, hidden_p + B * ldh,
+                 <int> ldh,
                  <floating> 0, dW_hh_p + g0 * P, <int> P)
         else:
             # dW_hh[g0:g1] = dgates[1:].reshape(-1, 4H)[:, g0:g1].T
             #                @ hidden[:-1].reshape(-1, P)
             gemm(True, False, <int> ng, <int> P, <int> ((T - 1) * B),
-                 <floating> 1, dgates_p + B * G + g0, <int> G, hidden_p, <int> P,
+                 <floating> 1, dgates_p + B * G + g0, <int> G, hidden_p,
+                 <int> ldh,
                  <floating> 0, dW_hh_p + g0 * P, <int> P)
 
     # dbias[g0:g1] = dgates.reshape(T*B, 4H)[:, g0:g1].sum(axis=0), valid rows
@@ -1127,8 +1155,8 @@ cdef void _weight_grads_times(
     Py_ssize_t t0, Py_ssize_t t1, bint first,
     Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
     const Py_ssize_t* len_p, const floating* X_p, const floating* W_ih_p,
-    const floating* hidden_p, const floating* dgates_p, floating* dX_p,
-    floating* dW_ih_p, floating* dW_hh_p, floating* dbias_p,
+    const floating* hidden_p, Py_ssize_t ldh, const floating* dgates_p,
+    floating* dX_p, floating* dW_ih_p, floating* dW_hh_p, floating* dbias_p,
 ) noexcept nogil:
     """Times [t0, t1) of _weight_grads, piece ``part`` of ``n_parts``:
     forward direction, no projection, finite padding; accumulated into
@@ -1163,7 +1191,7 @@ cdef void _weight_grads_times(
     if t1 > ta:
         _small_gemm(True, <int> ng, <int> H, <int> ((t1 - ta) * B),
                     dgates_p + ta * B * G + g0, <int> G,
-                    hidden_p + (ta - 1) * B * H, <int> H, not first,
+                    hidden_p + (ta - 1) * B * ldh, <int> ldh, not first,
                     dW_hh_p + g0 * H, <int> H)
     elif first:
         memset(dW_hh_p + g0 * H, 0, ng * H * sizeof(floating))
@@ -1221,6 +1249,31 @@ cdef inline int _check3(str name, Py_ssize_t* shape, Py_ssize_t e0,
     return 0
 
 
+cdef Py_ssize_t _row_stride(str name, const Py_ssize_t* shape,
+                            const Py_ssize_t* strides,
+                            Py_ssize_t itemsize) except -1:
+    """Elements from one row of a (T, B, width) sequence to the next: rows
+    contiguous, each time's B rows one after another, as in a C-contiguous
+    array or in a block of columns of one (a direction's half of the
+    (T, B, 2H) output of a bidirectional layer). Strides of axes of length
+    one are not read."""
+    cdef Py_ssize_t T = shape[0], B = shape[1], width = shape[2], ld = width
+    if B > 1:
+        ld = strides[1] // itemsize
+    elif T > 1:
+        ld = strides[0] // itemsize
+    if ((width > 1 and strides[2] != itemsize) or ld < width
+            or (B > 1 and strides[1] != ld * itemsize)
+            or (T > 1 and strides[0] != B * ld * itemsize)):
+        raise ValueError(
+            f"{name} must be C-contiguous or a block of columns of a "
+            f"C-contiguous (T, B, width) array; got shape "
+            f"{(shape[0], shape[1], shape[2])} and strides "
+            f"{(strides[0], strides[1], strides[2])}"
+        )
+    return ld
+
+
 cdef int _check_dims(Py_ssize_t T, Py_ssize_t B, Py_ssize_t n_in,
                      Py_ssize_t H, Py_ssize_t P,
                      const floating[:, ::1] W_ih,
@@ -1263,8 +1316,10 @@ def lstm_forward(
                                       #   valid rows (workspace at inference)
     floating[:, :, ::1] cells,        # (T, B, H) out: c_t on valid rows;
                                       #   None unless training
-    floating[:, :, ::1] hidden,       # (T, B, P) out: h_t, zero on padding;
-                                      #   None: not stored (not if training)
+    floating[:, :, :] hidden,         # (T, B, P) out: h_t, zero on padding;
+                                      #   None: not stored (not if training);
+                                      #   C-contiguous, or a block of columns
+                                      #   of a C-contiguous array
     floating[:, ::1] h_state,         # (B, P) out: h_n, h of the last step
     floating[:, ::1] c_state,         # (B, H) out: c_n, c of the last step
     floating[:, ::1] step_gates,      # (B, 4H) workspace: h_prev @ W_hh.T
@@ -1319,8 +1374,10 @@ def lstm_forward(
         raise ValueError("training needs the cells and hidden outputs")
     if cells is not None:
         _check3("cells", cells.shape, T, B, H)
+    cdef Py_ssize_t ldh = P
     if hidden is not None:
         _check3("hidden", hidden.shape, T, B, P)
+        ldh = _row_stride("hidden", hidden.shape, hidden.strides, sizeof(floating))
     if W_hr is not None:
         if m_step is None:
             raise ValueError("a projection W_hr needs the m_step workspace")
@@ -1377,8 +1434,8 @@ def lstm_forward(
                         W_cat_t_p[(n_in + k) * G + j] = W_hh_p[j * H + k]
             if n_blocks == 1:
                 _fused_rows(0, B, T, B, H, n_in, len_p, X_p, W_cat_t_p, packed,
-                            bias_p, reverse, store_hidden, hidden_p, h_p, c_p,
-                            step_p, xh_p, gates_p, cells_p)
+                            bias_p, reverse, store_hidden, hidden_p, ldh, h_p,
+                            c_p, step_p, xh_p, gates_p, cells_p)
             else:
                 for part in prange(n_blocks,
                                    num_threads=min(workers, n_blocks),
@@ -1388,8 +1445,8 @@ def lstm_forward(
                     if hi > lo:
                         _fused_rows(lo, hi, T, B, H, n_in, len_p, X_p,
                                     W_cat_t_p, packed, bias_p, reverse,
-                                    store_hidden, hidden_p, h_p, c_p, step_p,
-                                    xh_p, gates_p, cells_p)
+                                    store_hidden, hidden_p, ldh, h_p, c_p,
+                                    step_p, xh_p, gates_p, cells_p)
         return
     if W_hh_t_p != NULL:
         packed = _packs_b(block_rows, P, G, sizeof(floating))
@@ -1419,7 +1476,7 @@ def lstm_forward(
             _forward_rows(0, B, T, B, H, P, len_p, W_hh_p, W_hh_t_p, packed,
                           W_hr_p, bias_p,
                           reverse, training, store_hidden, gates_p, cells_p,
-                          hidden_p, h_p, c_p, step_p, m_p)
+                          hidden_p, ldh, h_p, c_p, step_p, m_p)
         else:
             for part in prange(n_blocks, num_threads=min(workers, n_blocks),
                                schedule="static"):
@@ -1429,7 +1486,7 @@ def lstm_forward(
                     _forward_rows(lo, hi, T, B, H, P, len_p, W_hh_p, W_hh_t_p,
                                   packed, W_hr_p,
                                   bias_p, reverse, training, store_hidden,
-                                  gates_p, cells_p, hidden_p, h_p, c_p,
+                                  gates_p, cells_p, hidden_p, ldh, h_p, c_p,
                                   step_p, m_p)
 
 
@@ -1441,10 +1498,12 @@ def lstm_backward(
     bint reverse,                       # as given to lstm_forward
     const floating[:, :, ::1] gates,    # (T, B, 4H) from lstm_forward(training)
     const floating[:, :, ::1] cells,    # (T, B, H) from lstm_forward(training)
-    const floating[:, :, ::1] hidden,   # (T, B, P) from lstm_forward, zero on
-                                        #   padding (dW_hh relies on it)
-    const floating[:, :, ::1] dhidden,  # (T, B, P) dL/dhidden; padding
-                                        #   ignored; None: zero
+    const floating[:, :, :] hidden,     # (T, B, P) from lstm_forward, zero on
+                                        #   padding (dW_hh relies on it);
+                                        #   rows as lstm_forward's
+    const floating[:, :, :] dhidden,    # (T, B, P) dL/dhidden; padding
+                                        #   ignored; None: zero; rows as
+                                        #   hidden's (own strides)
     floating[:, :, ::1] dX,             # (T, B, I) out, zero on padding;
                                         #   None: not computed (a first
                                         #   layer's input needs none)
@@ -1487,6 +1546,9 @@ def lstm_backward(
     const floating[:, ::1] dh_n=None,   # (B, P) dL/dh_n, on each sequence's
                                         #   h after its last step (added to
                                         #   dhidden there); None: zero
+    # (T, B, P) more of dL/dhidden, added to dhidden (which must be given),
+    # with the same strides; None: none
+    const floating[:, :, :] dhidden_add=None,
 ):
     """Backpropagation through time, in place into the given arrays.
 
@@ -1506,6 +1568,13 @@ def lstm_backward(
     ``dh_n`` is the gradient of what reads only h_n (the head of
     ``output="last"``): with ``dhidden=None`` it spares a (T, B, P) array
     that would be zero but at each sequence's last step, and its reads.
+
+    ``hidden`` may be a block of columns of a wider array (lstm_forward
+    wrote it there), and so may ``dhidden`` and ``dhidden_add``: below a
+    bidirectional layer, a direction's hidden sequence is its half of the
+    next layer's input, and its gradient the sum of its halves of the two
+    directions' ``dX`` there, without copies (``dhidden + dhidden_add`` is
+    rounded once, as a summed array would hold it).
     """
     cdef Py_ssize_t T = X.shape[0], B = X.shape[1], n_in = X.shape[2]
     cdef Py_ssize_t P = W_hh.shape[1]
@@ -1514,8 +1583,20 @@ def lstm_backward(
     _check3("gates", gates.shape, T, B, G)
     _check3("cells", cells.shape, T, B, H)
     _check3("hidden", hidden.shape, T, B, P)
+    cdef Py_ssize_t ldh = _row_stride("hidden", hidden.shape, hidden.strides,
+                                      sizeof(floating))
+    cdef Py_ssize_t ldd = P
     if dhidden is not None:
         _check3("dhidden", dhidden.shape, T, B, P)
+        ldd = _row_stride("dhidden", dhidden.shape, dhidden.strides,
+                          sizeof(floating))
+    if dhidden_add is not None:
+        if dhidden is None:
+            raise ValueError("dhidden_add is added to dhidden: give dhidden too")
+        _check3("dhidden_add", dhidden_add.shape, T, B, P)
+        if _row_stride("dhidden_add", dhidden_add.shape, dhidden_add.strides,
+                       sizeof(floating)) != ldd:
+            raise ValueError("dhidden_add must have the strides of dhidden")
     if dh_n is not None:
         _check2("dh_n", dh_n.shape, B, P)
     if dX is not None:
@@ -1557,6 +1638,8 @@ def lstm_backward(
     cdef const floating* hidden_p = &hidden[0, 0, 0]
     cdef const floating* dhidden_p = (&dhidden[0, 0, 0] if dhidden is not None
                                       else NULL)
+    cdef const floating* dhidden2_p = (&dhidden_add[0, 0, 0]
+                                       if dhidden_add is not None else NULL)
     cdef const floating* dh_n_p = &dh_n[0, 0] if dh_n is not None else NULL
     cdef floating* dX_p = NULL if dX is None else &dX[0, 0, 0]
     cdef floating* dW_ih_p = &dW_ih[0, 0]
@@ -1635,8 +1718,8 @@ def lstm_backward(
                 if n_blocks == 1:
                     _backward_rows(0, B, lo, hi, T, B, H, P, len_p, W_hh_p,
                                    W_hh_packed_p, NULL, False, gates_p, cells_p,
-                                   dhidden_p, dh_n_p, dgates_p, dstep_p, dh_p,
-                                   dc_p, NULL, NULL, NULL, NULL)
+                                   dhidden_p, dhidden2_p, ldd, dh_n_p, dgates_p,
+                                   dstep_p, dh_p, dc_p, NULL, NULL, NULL, NULL)
                 else:
                     for part in prange(n_blocks,
                                        num_threads=min(workers, n_blocks),
@@ -1645,12 +1728,12 @@ def lstm_backward(
                                        _chunk(B, n_blocks, part + 1, 1),
                                        lo, hi, T, B, H, P, len_p, W_hh_p,
                                        W_hh_packed_p, NULL, False, gates_p,
-                                       cells_p, dhidden_p, dh_n_p, dgates_p,
-                                       dstep_p, dh_p, dc_p, NULL, NULL, NULL,
-                                       NULL)
+                                       cells_p, dhidden_p, dhidden2_p, ldd,
+                                       dh_n_p, dgates_p, dstep_p, dh_p, dc_p,
+                                       NULL, NULL, NULL, NULL)
                 if pieces == 1:
                     _weight_grads_times(0, 1, lo, hi, hi == T, B, H, n_in,
-                                        len_p, X_p, W_ih_p, hidden_p,
+                                        len_p, X_p, W_ih_p, hidden_p, ldh,
                                         dgates_p, dX_p, dW_ih_p, dW_hh_p,
                                         dbias_p)
                 else:
@@ -1658,13 +1741,13 @@ def lstm_backward(
                                        schedule="static"):
                         _weight_grads_times(part, pieces, lo, hi, hi == T, B,
                                             H, n_in, len_p, X_p, W_ih_p,
-                                            hidden_p, dgates_p, dX_p,
+                                            hidden_p, ldh, dgates_p, dX_p,
                                             dW_ih_p, dW_hh_p, dbias_p)
                 hi = lo
         elif n_blocks == 1:
             _backward_rows(0, B, 0, T, T, B, H, P, len_p, W_hh_p,
-                           W_hh_packed_p, W_hr_p, reverse,
-                           gates_p, cells_p, dhidden_p, dh_n_p, dgates_p,
+                           W_hh_packed_p, W_hr_p, reverse, gates_p, cells_p,
+                           dhidden_p, dhidden2_p, ldd, dh_n_p, dgates_p,
                            dstep_p, dh_p, dc_p, dh_seq_p, m_seq_p, dh_step_p,
                            dm_p)
         else:
@@ -1676,20 +1759,21 @@ def lstm_backward(
                     _backward_rows(lo, hi, 0, T, T, B, H, P, len_p, W_hh_p,
                                    W_hh_packed_p, W_hr_p,
                                    reverse, gates_p, cells_p, dhidden_p,
-                                   dh_n_p, dgates_p, dstep_p, dh_p, dc_p,
-                                   dh_seq_p, m_seq_p, dh_step_p, dm_p)
+                                   dhidden2_p, ldd, dh_n_p, dgates_p, dstep_p,
+                                   dh_p, dc_p, dh_seq_p, m_seq_p, dh_step_p,
+                                   dm_p)
         if chunked:
             pass  # done chunk by chunk above
         elif pieces == 1:
             _weight_grads(0, 1, T, B, H, P, n_in, len_p, X_p, W_ih_p, reverse,
-                          finite, hidden_p, dgates_p, dX_p, dW_ih_p, dW_hh_p,
+                          finite, hidden_p, ldh, dgates_p, dX_p, dW_ih_p, dW_hh_p,
                           dbias_p, dh_seq_p, m_seq_p, dW_hr_p, own_ih, own_hh,
                           work_p)
         else:
             for part in prange(pieces, num_threads=workers,
                                schedule="static"):
                 _weight_grads(part, pieces, T, B, H, P, n_in, len_p, X_p,
-                              W_ih_p, reverse, finite, hidden_p, dgates_p,
+                              W_ih_p, reverse, finite, hidden_p, ldh, dgates_p,
                               dX_p, dW_ih_p, dW_hh_p, dbias_p, dh_seq_p,
                               m_seq_p, dW_hr_p, own_ih, own_hh, work_p)
 
