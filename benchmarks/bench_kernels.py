@@ -114,16 +114,21 @@ def bound_seconds(phase, T, B, n_inputs, n_units, input_grad, threads, peak,
 
 class KernelCalls:
     """One layer-direction's forward and backward calls, as a fit makes
-    them, on random data."""
+    them, on random data. A layer below the top (W4's first, bidirectional
+    as the layer above it) writes its hidden sequence into its half of the
+    next layer's (T, B, 2H) input, and reads its gradient as the sum of its
+    halves of two such arrays, the two directions' dX above."""
 
     def __init__(self, T, B, n_inputs, n_units, reverse, input_grad, top, seed=0):
         rng = np.random.default_rng(seed)
         f32 = np.float32
         G = 4 * n_units
         scale = 1 / np.sqrt(n_units)
-        self.ld = _LayerDirection(T, B, n_inputs, n_units, np.dtype(f32),
-                                  input_grad=input_grad, own_dhidden=not top,
-                                  own_dh_n=top)
+        half = slice(n_units, None) if reverse else slice(None, n_units)
+        self.ld = _LayerDirection(
+            T, B, n_inputs, n_units, np.dtype(f32), input_grad=input_grad,
+            own_dhidden=False, own_dh_n=top,
+            hidden=None if top else np.empty((T, B, 2 * n_units), f32)[:, :, half])
         self.X = rng.standard_normal((T, B, n_inputs)).astype(f32)
         self.lengths = np.full(B, T, dtype=np.intp)
         self.W_ih = rng.uniform(-scale, scale, (G, n_inputs)).astype(f32)
@@ -131,10 +136,13 @@ class KernelCalls:
         self.bias = rng.uniform(-scale, scale, G).astype(f32)
         self.dW_ih, self.dW_hh = np.empty_like(self.W_ih), np.empty_like(self.W_hh)
         self.dbias = np.empty(G, f32)
+        self.dhidden = self.dhidden_add = None
         if top:
             self.ld.dh_n[...] = rng.standard_normal((B, n_units))
         else:
-            self.ld.dhidden[...] = rng.standard_normal((T, B, n_units))
+            dX_above = rng.standard_normal((2, T, B, 2 * n_units)).astype(f32)
+            self.dhidden = dX_above[0][:, :, half]
+            self.dhidden_add = dX_above[1][:, :, half]
         self.reverse = reverse
         self.forward_kernel = _cpu.specialised(_cpu.lstm_forward, np.float32)
         self.backward_kernel = _cpu.specialised(_cpu.lstm_backward, np.float32)
@@ -150,10 +158,11 @@ class KernelCalls:
         ld = self.ld
         self.backward_kernel(
             self.X, self.lengths, self.W_ih, self.W_hh, self.reverse, ld.gates,
-            ld.cells, ld.hidden, ld.dhidden, ld.dX, self.dW_ih, self.dW_hh,
+            ld.cells, ld.hidden, self.dhidden, ld.dX, self.dW_ih, self.dW_hh,
             self.dbias, ld.gates, ld.dgates_step, ld.dh_rec, ld.dc_state,
             W_hh_packed=ld.W_hh_packed, weight_grad_work=ld.weight_grad_work,
-            n_parts=ld.n_parts, n_threads=n_threads, dh_n=ld.dh_n)
+            n_parts=ld.n_parts, n_threads=n_threads, dh_n=ld.dh_n,
+            dhidden_add=self.dhidden_add)
 
 
 def time_calls(calls, n_threads, repeats, min_seconds):
