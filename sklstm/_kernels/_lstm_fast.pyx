@@ -5,7 +5,10 @@ sequences, ``I`` input features (``n_in`` in the code), ``H`` hidden units,
 ``G = 4H`` gate units in PyTorch's order ``i | f | g | o``; ``W_ih`` is
 ``(4H, I)``, ``W_hh`` is ``(4H, P)``. Arrays are time-major and C-contiguous,
 so ``X[t]`` (all ``B`` rows of one timestep) and ``X.reshape(T * B, I)`` are
-plain GEMM operands.
+plain GEMM operands. ``hidden`` and its gradient may also be a block of
+columns of a wider C-contiguous array, whose rows are then ``ldh`` (``ldd``)
+elements apart (a direction's half of a bidirectional layer's output):
+GEMM operands still, with that leading dimension.
 
 ``P`` is the width of ``h``: ``P = H`` without a projection. With PyTorch's
 ``proj_size`` projection ``W_hr`` (P, H), the cell output
