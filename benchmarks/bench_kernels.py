@@ -127,8 +127,9 @@ class KernelCalls:
         half = slice(n_units, None) if reverse else slice(None, n_units)
         self.ld = _LayerDirection(
             T, B, n_inputs, n_units, np.dtype(f32), input_grad=input_grad,
-            own_dhidden=False, own_dh_n=top,
-            hidden=None if top else np.empty((T, B, 2 * n_units), f32)[:, :, half])
+            own_dh_n=top,
+            hidden=None if top else np.empty((T, B, 2 * n_units), f32)[:, :, half],
+        )
         self.X = rng.standard_normal((T, B, n_inputs)).astype(f32)
         self.lengths = np.full(B, T, dtype=np.intp)
         self.W_ih = rng.uniform(-scale, scale, (G, n_inputs)).astype(f32)

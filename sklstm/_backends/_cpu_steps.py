@@ -55,25 +55,23 @@ ENABLED = True
 
 
 #: A layer-direction's time-major arrays cut to a minibatch's T steps.
-_Steps = namedtuple("_Steps", "gates cells hidden dhidden dX")
+_Steps = namedtuple("_Steps", "gates cells hidden dX")
 
 
 class _LayerDirection:
     """One layer-direction's arrays for minibatches of ``n_seq`` sequences
     of up to ``n_steps`` steps, and its kernel calls' thread plan.
 
-    ``input_grad``: backward computes ``dX`` (not for the data).
-    ``own_dhidden``: backward reads ``dhidden`` from an array of its own
-    (``benchmarks/bench_kernels.py`` times calls so); in a fit, a layer
-    below reads the dX of the layer above in place. The top layer has no
-    ``dhidden``: the head reads its h_n only, whose gradient backward takes
-    as ``dh_n``, from an array of its own with two directions
-    (``own_dh_n``). ``hidden``: the (n_steps, n_seq, n_units) array forward
-    writes h into (a direction's half of the next layer's input), or None:
-    one of its own."""
+    ``input_grad``: backward computes ``dX`` (not for the data). A layer
+    below another reads its ``dhidden`` from the dX of the layer above, in
+    place. The top layer has no ``dhidden``: the head reads its h_n only,
+    whose gradient backward takes as ``dh_n``, from an array of its own
+    with two directions (``own_dh_n``). ``hidden``: the (n_steps, n_seq,
+    n_units) array forward writes h into (a direction's half of the next
+    layer's input), or None: one of its own."""
 
     def __init__(self, n_steps, n_seq, n_inputs, n_units, dtype, input_grad,
-                 own_dhidden, own_dh_n, hidden=None):
+                 own_dh_n, hidden=None):
         G = 4 * n_units
         empty = np.empty
         self.n_steps = n_steps
@@ -88,11 +86,8 @@ class _LayerDirection:
         self.step_gates = empty((n_seq, G), dtype)
         self.xh = empty((n_seq, n_inputs + n_units), dtype)
         self.W_cat_t = empty((n_inputs + n_units, G), dtype)
-        # Backward: dhidden, or the top layer's dh_n (a copy of its columns
-        # of the head's gradient with two directions), dX, and the
-        # workspaces.
-        self.dhidden = (empty((n_steps, n_seq, n_units), dtype)
-                        if own_dhidden else None)
+        # Backward: the top layer's dh_n (a copy of its columns of the
+        # head's gradient with two directions), dX, and the workspaces.
         self.dh_n = empty((n_seq, n_units), dtype) if own_dh_n else None
         self.dX = empty((n_steps, n_seq, n_inputs), dtype) if input_grad else None
         self.dgates_step = empty((n_seq, G), dtype)
@@ -119,8 +114,7 @@ class _LayerDirection:
         if steps is None:
             steps = self._steps[T] = _Steps(*(
                 None if a is None else a[:T]
-                for a in (self.gates, self.cells, self.hidden, self.dhidden,
-                          self.dX)))
+                for a in (self.gates, self.cells, self.hidden, self.dX)))
         return steps
 
     def threads(self, n_threads):
@@ -153,7 +147,7 @@ class _Plan:
             self.layers.append([
                 _LayerDirection(
                     n_steps, n_seq, n_inputs, n_units, dtype, input_grad=layer > 0,
-                    own_dhidden=False, own_dh_n=D == 2 and top, hidden=half)
+                    own_dh_n=D == 2 and top, hidden=half)
                 for half in halves
             ])
             n_inputs = D * n_units
