@@ -690,6 +690,37 @@ def test_hidden_and_its_gradient_in_blocks_of_columns(
         assert np.isnan(block[:, :, :2]).all() and np.isnan(block[:, :, 2 + P:]).all()
 
 
+@pytest.mark.parametrize("backend", [CPUBackend, ReferenceBackend])
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("out_dtype", [np.float32, np.float64])
+def test_backend_forward_writes_hidden_into_hidden_out(backend, training,
+                                                       out_dtype):
+    """``forward(hidden_out=...)`` (a direction's half of a bidirectional
+    layer's output) returns that array holding the hidden sequence a plain
+    call returns, bit for bit, leaves the other columns alone, and keeps
+    the same cache for backward; of another dtype, it gets a copy."""
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(*CASES["variable"],
+                                                     np.float32)
+    T, B, _ = X.shape
+    H = W_hh.shape[1]
+    expected, h_n, c_n, cache = backend().forward(X, lengths, W_ih, W_hh, bias,
+                                                  reverse=True, training=training)
+    wide = np.full((T, B, 2 * H), np.nan, out_dtype)
+    hidden, h_n2, c_n2, cache2 = backend().forward(
+        X, lengths, W_ih, W_hh, bias, reverse=True, training=training,
+        hidden_out=wide[:, :, H:])
+    assert np.shares_memory(hidden, wide)
+    np.testing.assert_array_equal(hidden, expected.astype(out_dtype))
+    np.testing.assert_array_equal(h_n2, h_n)
+    np.testing.assert_array_equal(c_n2, c_n)
+    assert np.isnan(wide[:, :, :H]).all()
+    if training:
+        grads = backend().backward(dhidden, cache)
+        grads2 = backend().backward(dhidden, cache2)
+        for a, e in zip(grads2, grads):
+            np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+
+
 def test_strided_hidden_and_dhidden_add_are_checked():
     X, lengths, W_ih, W_hh, bias, dhidden = _problem(*CASES["variable"],
                                                      np.float64)

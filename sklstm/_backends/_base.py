@@ -42,7 +42,7 @@ class LSTMBackend(ABC):
 
     @abstractmethod
     def forward(self, X, lengths, W_ih, W_hh, bias, reverse=False, training=True,
-                return_sequences=True, W_hr=None):
+                return_sequences=True, W_hr=None, hidden_out=None):
         """Run one layer-direction over a minibatch.
 
         Parameters
@@ -68,6 +68,11 @@ class LSTMBackend(ABC):
         W_hr : array of shape (P, H) or None
             Projection of PyTorch's ``proj_size``: ``h_t = (o * tanh(c_t)) @
             W_hr.T`` has P values, and ``hidden``, ``h_n`` have width P.
+        hidden_out : array of shape (T, B, P) or None
+            Where to write ``hidden``, which is then this array: e.g. one
+            direction's half of a bidirectional layer's ``(T, B, 2P)``
+            output (a block of its columns), which then needs no
+            concatenation. Only with ``return_sequences`` or ``training``.
 
         Returns
         -------

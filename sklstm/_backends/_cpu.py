@@ -444,6 +444,7 @@ class CPUBackend(LSTMBackend):
         training=True,
         return_sequences=True,
         W_hr=None,
+        hidden_out=None,
     ):
         """Run one layer-direction over a minibatch; see ``LSTMBackend``.
 
@@ -460,6 +461,10 @@ class CPUBackend(LSTMBackend):
             (4H, P). Training stores the same arrays as without it (gates,
             cells, and ``hidden`` of width P): backward recomputes the cell
             output ``o * tanh(c_t)`` from them.
+        hidden_out : ndarray of shape (T, B, P), default=None
+            Where the kernel writes ``hidden``: C-contiguous, or a block of
+            columns of a C-contiguous array (a direction's half of a
+            bidirectional layer's output), of the working dtype.
 
         Returns
         -------
@@ -502,7 +507,10 @@ class CPUBackend(LSTMBackend):
         if training:
             cells = pool.take((n_steps, n_seq, n_units), dtype)
         if training or return_sequences:
-            hidden = np.empty((n_steps, n_seq, n_out), dtype=dtype)
+            # Into hidden_out itself when the kernel can write there (its
+            # dtype), else into an array of its own, copied there below.
+            hidden = (hidden_out if hidden_out is not None and hidden_out.dtype == dtype
+                      else np.empty((n_steps, n_seq, n_out), dtype=dtype))
         h_n = np.empty((n_seq, n_out), dtype=dtype)
         c_n = np.empty((n_seq, n_units), dtype=dtype)
         step_gates = pool.take((n_seq, 4 * n_units), dtype)
@@ -526,6 +534,10 @@ class CPUBackend(LSTMBackend):
             )  # fmt: skip
         pool.give(step_gates, W_hh_t, projection.get("m_step"), *fused.values())
 
+        returned = hidden
+        if hidden_out is not None and hidden is not None and hidden is not hidden_out:
+            hidden_out[...] = hidden  # backward reads the kernel's own array
+            returned = hidden_out
         cache = None
         if not training:
             pool.give(gates)
@@ -534,7 +546,7 @@ class CPUBackend(LSTMBackend):
             # back to the pool then, so a second backward must not read them.
             cache = (X, lengths, W_ih, W_hh, W_hr, bool(reverse), gates, cells,
                      hidden, [True])  # fmt: skip
-        return (hidden if return_sequences else None), h_n, c_n, cache
+        return (returned if return_sequences else None), h_n, c_n, cache
 
     def backward(self, dhidden, cache, input_grad=True):
         """Backpropagation through time; see ``LSTMBackend.backward``.

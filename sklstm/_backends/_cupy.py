@@ -362,7 +362,7 @@ class CupyBackend(LSTMBackend):
         return layout
 
     def forward(self, X, lengths, W_ih, W_hh, bias, reverse=False, training=True,
-                return_sequences=True, W_hr=None):
+                return_sequences=True, W_hr=None, hidden_out=None):
         """Run one layer-direction over a minibatch; see ``LSTMBackend``.
 
         Returns
@@ -452,10 +452,15 @@ class CupyBackend(LSTMBackend):
         if training:
             cache = (X_steps, layout, W_ih, W_hh, W_hr, xproj, cells, hidden,
                      m_seq)
-        hidden_out = None
+        hidden_times = None
         if return_sequences:
-            hidden_out = layout.to_times(hidden)
-        return hidden_out, h_n, c_n, cache
+            hidden_times = layout.to_times(hidden)
+            if hidden_out is not None:
+                # The steps' order is this backend's own; the caller's array
+                # gets the time order (one copy, as a concatenation made).
+                hidden_out[...] = hidden_times
+                hidden_times = hidden_out
+        return hidden_times, h_n, c_n, cache
 
     def backward(self, dhidden, cache, input_grad=True):
         """Backpropagation through time; see ``LSTMBackend.backward``."""

@@ -28,7 +28,7 @@ class ReferenceBackend(LSTMBackend):
     xp = np
 
     def forward(self, X, lengths, W_ih, W_hh, bias, reverse=False, training=True,
-                return_sequences=True, W_hr=None):
+                return_sequences=True, W_hr=None, hidden_out=None):
         n_steps, n_seq, _ = X.shape
         n_units = W_hh.shape[0] // 4
         n_out = W_hh.shape[1]  # proj_size with a projection, else n_units
@@ -55,6 +55,9 @@ class ReferenceBackend(LSTMBackend):
         cache = None
         if training:
             cache = (X, lengths, W_ih, W_hh, W_hr, reverse, gates, cells, hidden)
+        if hidden_out is not None:
+            hidden_out[...] = hidden
+            hidden = hidden_out
         return (hidden if return_sequences else None), h, c, cache
 
     def backward(self, dhidden, cache, input_grad=True):
