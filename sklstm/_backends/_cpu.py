@@ -462,9 +462,10 @@ class CPUBackend(LSTMBackend):
             cells, and ``hidden`` of width P): backward recomputes the cell
             output ``o * tanh(c_t)`` from them.
         hidden_out : ndarray of shape (T, B, P), default=None
-            Where the kernel writes ``hidden``: C-contiguous, or a block of
+            Where ``hidden`` goes, returned then: C-contiguous, or a block of
             columns of a C-contiguous array (a direction's half of a
-            bidirectional layer's output), of the working dtype.
+            bidirectional layer's output). Of the working dtype, the kernel
+            writes it there; of another, it gets a copy.
 
         Returns
         -------
