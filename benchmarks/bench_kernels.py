@@ -119,7 +119,8 @@ class KernelCalls:
     next layer's (T, B, 2H) input, and reads its gradient as the sum of its
     halves of two such arrays, the two directions' dX above."""
 
-    def __init__(self, T, B, n_inputs, n_units, reverse, input_grad, top, seed=0):
+    def __init__(self, T, B, n_inputs, n_units, reverse, input_grad, top, seed=0,
+                 module=kernels):
         rng = np.random.default_rng(seed)
         f32 = np.float32
         G = 4 * n_units
@@ -145,8 +146,10 @@ class KernelCalls:
             self.dhidden = dX_above[0][:, :, half]
             self.dhidden_add = dX_above[1][:, :, half]
         self.reverse = reverse
-        self.forward_kernel = _cpu.specialised(_cpu.lstm_forward, np.float32)
-        self.backward_kernel = _cpu.specialised(_cpu.lstm_backward, np.float32)
+        # ``module``: a build of the kernels (the one in use, or another's
+        # for ab_kernels.py)
+        self.forward_kernel = _cpu.specialised(module.lstm_forward, np.float32)
+        self.backward_kernel = _cpu.specialised(module.lstm_backward, np.float32)
 
     def forward(self, n_threads):
         ld = self.ld

@@ -179,3 +179,38 @@ def test_kernel_script_times_each_call():
         # the shares of the GEMM and multiply-add peaks
         assert row[6].endswith("%") and row[7].endswith("%")
         assert ratio == pytest.approx(bound_ms / ms, rel=0.05, abs=0.01)
+
+
+AB_SCRIPT = SCRIPT.parent / "ab_kernels.py"
+
+
+def test_ab_script_compares_two_builds_call_by_call(tmp_path):
+    """Against a copy of this very build, every call gives the same results,
+    and both builds' times and their ratio are printed."""
+    from sklstm._kernels._dispatch import kernels
+
+    build = Path(kernels.__file__)
+    copy = tmp_path / "sklstm" / "_kernels" / build.name
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(build.read_bytes())
+    proc = subprocess.run(
+        [sys.executable, str(AB_SCRIPT), str(tmp_path), "--workloads", "W1",
+         "--rounds", "2", "--min-seconds", "0"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("W1")]
+    assert [r[2] for r in rows[:2]] == ["forward", "backward"]
+    for row in rows:
+        this_ms, other_ms, ratio = (float(row[k]) for k in (4, 5, 6))
+        assert this_ms > 0 and other_ms > 0 and ratio > 0
+        assert row[7] == "same"
+
+
+def test_ab_script_needs_another_built_checkout(tmp_path):
+    ab = _load(AB_SCRIPT)
+    with pytest.raises(ValueError, match="build that checkout in place"):
+        ab.load_other_build(tmp_path)
+    this_checkout = Path(ab.kernels.__file__).parents[2]
+    with pytest.raises(ValueError, match="this checkout"):
+        ab.load_other_build(this_checkout)

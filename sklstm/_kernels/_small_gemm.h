@@ -119,13 +119,14 @@ static void NAME(int m, int n, int k, const T* A, int lda, const T* B,       \
  * that no cache holds, so its stores after the k loop missed every cache;
  * prefetched one tile ahead (a tile runs ~4600 cycles at k = 288), the
  * lines arrive while the FMAs run. Builds with and without it alternating
- * in one process (Zen 4, AVX-512): W3's forward call 0.96x on one core and
- * on two, its backward 0.97-0.99x (there C is dW_hh's 512 KiB slice, read
- * and written at each step); W1's, W2's and W4's second layer's calls
- * 0.95-1.00x, within this host's noise. Below SK_PREFETCH_MIN_K a tile is
- * too short to hide a miss behind, and C (a step buffer, dh) is small
- * enough to be in cache already: no prefetch there. The next tile's rows
- * are i + 4 to i + 7; a prefetch never faults, but these stay inside C. */
+ * in one process (Zen 4, AVX-512; benchmarks/ab_kernels.py): W3's forward
+ * call 0.96x on one core, 0.96-0.98x on two, its backward 0.97-0.99x (C is
+ * dW_hh's 512 KiB slice there, read and written at each step); W1's, W2's
+ * and W4's second layer's calls 0.95-1.00x, within this host's noise.
+ * Below SK_PREFETCH_MIN_K a tile is too short to hide a miss behind, and C
+ * (a step buffer, dh) is small enough to be in cache already: no prefetch
+ * there. The next tile's rows are i + 4 to i + 7; a prefetch never faults,
+ * but these stay inside C. */
 #define SK_PREFETCH_MIN_K 64
 #define SK_PREFETCH_NEXT_TILE                                                 \
     if (k >= SK_PREFETCH_MIN_K && i + 8 <= m) {                              \
