@@ -63,7 +63,11 @@ def load_other_build(checkout):
     name = "sklstm_other_build." + kernels.__name__.rsplit(".", 1)[1]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as error:
+        # e.g. it cimports a module of this checkout's whose C API differs
+        raise ValueError(f"{path} does not load beside this build: {error}")
     return module
 
 
