@@ -39,7 +39,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cpu import WORKLOADS  # noqa: E402
+from bench_cpu import WORKLOADS, parse_workloads  # noqa: E402
 from bench_kernels import KernelCalls, layer_directions  # noqa: E402
 
 from sklstm._backends import _cpu  # noqa: E402
@@ -123,10 +123,7 @@ def main(argv=None):
     parser.add_argument("--min-seconds", type=float, default=2.0,
                         help="time more rounds while they add up to less")
     args = parser.parse_args(argv)
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = sorted(set(workloads) - set(WORKLOADS))
-    if unknown:
-        parser.error(f"unknown workloads {unknown}; expected some of {list(WORKLOADS)}")
+    workloads = parse_workloads(parser, args.workloads)
     try:
         other = load_other_build(args.other)
     except ValueError as error:

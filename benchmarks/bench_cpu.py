@@ -111,6 +111,17 @@ PEAK_TARGET = ("train", "W3", 0.60)
 
 
 # ---------------------------------------------------------------- utilities
+def parse_workloads(parser, text):
+    """The workloads named in ``text`` (comma-separated), in its order; a
+    name that is not one of WORKLOADS is a usage error of ``parser``."""
+    workloads = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = sorted(set(workloads) - set(WORKLOADS))
+    if unknown or not workloads:
+        parser.error(f"unknown workloads {unknown or text!r}; expected some of "
+                     f"{list(WORKLOADS)}")
+    return workloads
+
+
 def _rss_kib(field):
     with open("/proc/self/status") as f:
         for line in f:
@@ -635,7 +646,7 @@ def main():
     parser.add_argument("--memory-t", type=int, default=1000)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.workloads = args.workloads.split(",")
+    args.workloads = parse_workloads(parser, args.workloads)
     if args.min_seconds is None:
         args.min_seconds = 0.2 if args.quick else 1.0
     if args.worker:

@@ -48,7 +48,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cpu import WORKLOADS, fma_peak, gemm_peak  # noqa: E402
+from bench_cpu import WORKLOADS, fma_peak, gemm_peak, parse_workloads  # noqa: E402
 
 from sklstm._backends import _cpu  # noqa: E402
 from sklstm._backends._cpu_steps import _LayerDirection  # noqa: E402
@@ -195,10 +195,7 @@ def main(argv=None):
     parser.add_argument("--min-seconds", type=float, default=1.0,
                         help="time more pairs while they add up to less")
     args = parser.parse_args(argv)
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = sorted(set(workloads) - set(WORKLOADS))
-    if unknown:
-        parser.error(f"unknown workloads {unknown}; expected some of {list(WORKLOADS)}")
+    workloads = parse_workloads(parser, args.workloads)
 
     thread_counts = sorted({1, args.threads})
     timings = []  # (label, phase, T, B, n_inputs, H, input_grad, threads, seconds)

@@ -162,17 +162,23 @@ def test_kernel_bound_counts_the_products_and_the_activations():
                                   + T * B * H * tanh_s)
 
 
-def test_kernel_script_times_each_call():
+def _w1_call_rows(script, *args):
+    """The fields of the rows of W1's calls that ``script`` prints, run at
+    W1 with ``args``: forward then backward for each thread count (1, and
+    the pieces a fit cuts W1's calls into on 2 threads)."""
     proc = subprocess.run(
-        [sys.executable, str(KERNELS_SCRIPT), "--workloads", "W1",
-         "--repeats", "2", "--min-seconds", "0"],
+        [sys.executable, str(script), *args, "--workloads", "W1",
+         "--min-seconds", "0"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("W1")]
-    # W1 L1, forward then backward for each thread count (1, and the pieces
-    # a fit cuts W1's calls into on 2 threads)
     assert [r[2] for r in rows[:2]] == ["forward", "backward"]
+    return rows
+
+
+def test_kernel_script_times_each_call():
+    rows = _w1_call_rows(KERNELS_SCRIPT, "--repeats", "2")
     for row in rows:
         ms, gflops, bound_ms, ratio = (float(row[k]) for k in (4, 5, 8, 9))
         assert ms > 0 and gflops > 0 and bound_ms > 0
@@ -193,14 +199,7 @@ def test_ab_script_compares_two_builds_call_by_call(tmp_path):
     copy = tmp_path / "sklstm" / "_kernels" / build.name
     copy.parent.mkdir(parents=True)
     copy.write_bytes(build.read_bytes())
-    proc = subprocess.run(
-        [sys.executable, str(AB_SCRIPT), str(tmp_path), "--workloads", "W1",
-         "--rounds", "2", "--min-seconds", "0"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("W1")]
-    assert [r[2] for r in rows[:2]] == ["forward", "backward"]
+    rows = _w1_call_rows(AB_SCRIPT, str(tmp_path), "--rounds", "2")
     for row in rows:
         this_ms, other_ms, ratio = (float(row[k]) for k in (4, 5, 6))
         assert this_ms > 0 and other_ms > 0 and ratio > 0
@@ -214,3 +213,11 @@ def test_ab_script_needs_another_built_checkout(tmp_path):
     this_checkout = Path(ab.kernels.__file__).parents[2]
     with pytest.raises(ValueError, match="this checkout"):
         ab.load_other_build(this_checkout)
+
+
+@pytest.mark.parametrize("script", [SCRIPT, KERNELS_SCRIPT])
+def test_an_unknown_workload_is_a_usage_error(script):
+    proc = subprocess.run([sys.executable, str(script), "--workloads", "W1,W9"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    assert "unknown workloads ['W9']" in proc.stderr
