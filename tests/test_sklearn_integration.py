@@ -255,6 +255,21 @@ def test_time_major_batch_is_numpys_gather(rng, dtype, contiguous):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows", [1, 15, 16, 17, 40])
+def test_gather_time_major_copies_every_step_of_every_row(dtype, n_rows):
+    """Whatever the number of rows against the groups the gather copies
+    together (16), repeated rows and a cut to fewer steps included."""
+    from sklstm._kernels._gather import gather_time_major
+
+    rng = np.random.default_rng(n_rows)
+    X = rng.standard_normal((23, 9, 3)).astype(dtype)
+    rows = rng.integers(0, 23, n_rows).astype(np.intp)
+    out = np.full((7, n_rows, 3), np.nan, dtype)
+    gather_time_major(X, rows, out)
+    np.testing.assert_array_equal(out, X[rows, :7].transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gather_time_major_checks_its_arguments(dtype):
     from sklstm._kernels._gather import gather_time_major
 
