@@ -13,10 +13,9 @@ The sequences are copied in groups of ROW_GROUP, step by step, so that each
 step writes one contiguous run of ``ROW_GROUP * F`` values of ``out``.
 Copied one whole sequence at a time, each step wrote one row ``B * F``
 values further down ``out`` (2 KiB at W2, 16 KiB at W3), lines that map to
-few cache sets. With the caches flushed,
-alternating in one process (medians): W2's minibatch 50-55 -> 40-41 us,
-W3's (128 sequences of 100 x 32) 254-257 -> 225-232 us, W1's ~17 us
-either way.
+few cache sets. With the caches flushed, alternating in one process
+(medians): W2's minibatch 50-55 -> 40-41 us, W3's (128 sequences of
+100 x 32) 254-257 -> 225-232 us, W1's ~17 us either way.
 """
 
 from cython cimport floating
