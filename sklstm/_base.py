@@ -20,6 +20,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._aligned import empty_aligned
 from ._backends import cuda_status, get_backend, to_numpy
 from ._compat import Interval, StrOptions, _check_sample_weight
 from ._kernels._gather import gather_time_major
@@ -68,7 +69,7 @@ def time_major_batch(X, lengths, indices, equal_lengths=False):
     if X.dtype in (np.float32, np.float64) and X.flags.c_contiguous:
         # One pass, compiled (see _kernels/_gather.pyx), where NumPy makes
         # two copies: the gather, then the time-major one.
-        X_batch = np.empty((n_steps, len(order), X.shape[2]), X.dtype)
+        X_batch = empty_aligned((n_steps, len(order), X.shape[2]), X.dtype)
         gather_time_major(X, np.asarray(order, dtype=np.intp), X_batch)
     else:
         X_batch = np.ascontiguousarray(X[rows, :n_steps].transpose(1, 0, 2))

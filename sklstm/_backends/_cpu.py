@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
+from .._aligned import empty_aligned
 from .._kernels import _head
 from .._kernels._dispatch import (
     adam_update,
@@ -344,7 +345,7 @@ class _WorkspacePool:
             if arrays:
                 self._count -= 1
                 return arrays.pop()
-        return np.empty(shape, dtype=dtype)
+        return empty_aligned(shape, dtype)  # see sklstm/_aligned.py
 
     def give(self, *arrays):
         with self._lock:
@@ -511,7 +512,7 @@ class CPUBackend(LSTMBackend):
             # Into hidden_out itself when the kernel can write there (its
             # dtype), else into an array of its own, copied there below.
             hidden = (hidden_out if hidden_out is not None and hidden_out.dtype == dtype
-                      else np.empty((n_steps, n_seq, n_out), dtype=dtype))
+                      else empty_aligned((n_steps, n_seq, n_out), dtype))
         h_n = np.empty((n_seq, n_out), dtype=dtype)
         c_n = np.empty((n_seq, n_units), dtype=dtype)
         step_gates = pool.take((n_seq, 4 * n_units), dtype)
@@ -571,7 +572,7 @@ class CPUBackend(LSTMBackend):
         n_out = W_hh.shape[1]
         n_units = n_out if W_hr is None else W_hr.shape[1]
 
-        dX = np.empty(X.shape, dtype=dtype) if input_grad else None
+        dX = empty_aligned(X.shape, dtype) if input_grad else None
         dW_ih = np.empty(W_ih.shape, dtype=dtype)
         dW_hh = np.empty(W_hh.shape, dtype=dtype)
         dbias = np.empty(4 * n_units, dtype=dtype)

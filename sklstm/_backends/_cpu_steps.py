@@ -47,6 +47,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .._aligned import empty_aligned
 from .._kernels import _head
 from . import _cpu
 
@@ -73,7 +74,7 @@ class _LayerDirection:
     def __init__(self, n_steps, n_seq, n_inputs, n_units, dtype, input_grad,
                  own_dh_n, hidden=None):
         G = 4 * n_units
-        empty = np.empty
+        empty = empty_aligned  # see sklstm/_aligned.py
         self.n_steps = n_steps
         # Forward: what backward reads, the outputs, and the workspaces.
         # Backward overwrites the gates with their gradients (dgates).
@@ -139,7 +140,7 @@ class _Plan:
         n_layers = len(network.hidden_layer_sizes)
         for layer, n_units in enumerate(network.hidden_layer_sizes):
             top = layer == n_layers - 1
-            concat = (np.empty((n_steps, n_seq, 2 * n_units), dtype)
+            concat = (empty_aligned((n_steps, n_seq, 2 * n_units), dtype)
                       if D == 2 and not top else None)
             self.concat.append(concat)
             halves = ([None] * D if concat is None
@@ -159,9 +160,9 @@ class _Plan:
         self.key = ("minibatch", network.n_features, network.hidden_layer_sizes,
                     D, n_seq, dtype, self.n_parts)
         width = D * network.hidden_layer_sizes[-1]
-        self.head_input = np.empty((n_seq, width), dtype) if D == 2 else None
-        self.draw = np.empty((n_seq, network.n_outputs), dtype)
-        self.dhead_input = np.empty((n_seq, width), dtype)
+        self.head_input = empty_aligned((n_seq, width), dtype) if D == 2 else None
+        self.draw = empty_aligned((n_seq, network.n_outputs), dtype)
+        self.dhead_input = empty_aligned((n_seq, width), dtype)
 
 
 class CPUMinibatchSteps:
@@ -188,7 +189,7 @@ class CPUMinibatchSteps:
         self._alpha = alpha
         self._weight_mask = weight_mask
         self._loss_code = _head.LOSS_CODES[network.loss]
-        self._grad = np.empty_like(params)
+        self._grad = empty_aligned(params.shape, params.dtype)
         self._layer_views, self._head = network._param_views(params)
         self._dlayer_views, self._dhead = network._param_views(self._grad)
         self._bias = [[np.empty(4 * n_units, params.dtype)
