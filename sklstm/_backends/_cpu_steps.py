@@ -192,7 +192,7 @@ class CPUMinibatchSteps:
         self._grad = empty_aligned(params.shape, params.dtype)
         self._layer_views, self._head = network._param_views(params)
         self._dlayer_views, self._dhead = network._param_views(self._grad)
-        self._bias = [[np.empty(4 * n_units, params.dtype)
+        self._bias = [[empty_aligned(4 * n_units, params.dtype)
                        for _ in range(network.n_directions)]
                       for n_units in network.hidden_layer_sizes]
         self._forward_kernel = _cpu.specialised(_cpu.lstm_forward, params.dtype)
