@@ -1,5 +1,7 @@
 """The Cython CPU backend against the readable NumPy reference backend."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -477,7 +479,7 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
                  W_hr=None, n_parts=0, chunked_grads=-1, packed_weights=False,
                  own_weight_grads=-1, kernels=_lstm_fast, input_grad=True,
                  dgates_in_place=False, dh_n=None, hidden_in_block=False,
-                 dhidden_add=None):
+                 dhidden_add=None, work=None):
     """lstm_forward + lstm_backward of the build ``kernels`` called directly
     with ``n_threads`` (and ``n_parts`` pieces of work; 0: one per thread).
     With ``packed_weights`` they get the workspaces the backend gives:
@@ -487,7 +489,8 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
     ``dX`` (returned as None). With ``dgates_in_place``, backward writes
     dgates over the gates. ``dh_n`` and ``dhidden_add`` are passed to
     backward. With ``hidden_in_block``, forward writes ``hidden`` into
-    columns [2, 2 + P) of a wider array of NaN (returned as that view)."""
+    columns [2, 2 + P) of a wider array of NaN (returned as that view).
+    ``work``: the ``weight_grad_work`` to pass (else one of NaN, if any)."""
     T, B, n_in = X.shape
     P = W_hh.shape[1]
     H = P if W_hr is None else W_hr.shape[1]
@@ -504,6 +507,8 @@ def _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, reverse, n_threads,
                                                   n_parts or n_threads,
                                                   dtype.itemsize)
         bwd_proj["weight_grad_work"] = np.full(size, np.nan, dtype)
+    if work is not None:
+        bwd_proj["weight_grad_work"] = work
     if W_hr is not None:
         fwd_proj.update(W_hr=W_hr, m_step=np.empty((B, H), dtype))
         grads = [np.empty(W_hr.shape, dtype)]
@@ -864,6 +869,54 @@ def test_chunked_weight_grads_match_the_post_loop_path(T, n_threads, dtype):
     )
     for a, e in zip(chunked, after_the_loop):
         np.testing.assert_allclose(a, e, **TOL[dtype])
+
+
+# (T, n_in, H): dX by _input_grad_part (few inputs) or read in place (G *
+# I past 32 KiB), one step, and 4H past whole vectors (H = 5) or whole
+# panels (H = 20).
+ROW_BLOCK_CASES = {"few_inputs": (13, 5, 16), "many_inputs": (6, 300, 8),
+                   "one_step": (1, 3, 16), "odd_units": (9, 4, 5),
+                   "past_a_panel": (7, 9, 20)}
+
+
+@pytest.mark.parametrize("kernels", SIMD_BUILDS)
+@pytest.mark.parametrize("n_parts", [2, 3])
+@pytest.mark.parametrize("case", list(ROW_BLOCK_CASES))
+def test_weight_grads_by_row_blocks(case, n_parts, kernels):
+    """Chunked, with sklstm's weight-gradient workspace and several row
+    blocks, each block sums its own rows' weight gradients and the blocks'
+    sums are added: the same gradients as BLAS after the loop, on 1 thread
+    or n_parts bit for bit, and the sums left in the workspace add up to
+    dW_hh (so this path ran)."""
+    T, n_in, H = ROW_BLOCK_CASES[case]
+    rng = np.random.default_rng(8)
+    lengths = np.sort(rng.integers(1, T + 1, size=37))[::-1].copy()
+    lengths[0] = T
+    for dtype in DTYPES:
+        X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths,
+                                                          dtype)
+        X[_padding_mask(T, lengths)] = 0.5  # finite padding: chunked paths
+        size = kernels.weight_grad_workspace_size(4 * H, n_in, H, n_parts,
+                                                  np.dtype(dtype).itemsize)
+        works = [np.full(size, np.nan, dtype) for _ in range(2)]
+        by_rows = [
+            _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, False,
+                         n_threads, n_parts=n_parts, chunked_grads=1,
+                         own_weight_grads=1, packed_weights=True,
+                         kernels=kernels, work=work)
+            for n_threads, work in zip((1, n_parts), works)
+        ]
+        blas = _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, False, 1,
+                            n_parts=n_parts, chunked_grads=0,
+                            own_weight_grads=0, kernels=kernels)
+        for serial, threaded, expected in zip(*by_rows, blas):
+            np.testing.assert_array_equal(threaded, serial)
+            np.testing.assert_allclose(serial, expected, **TOL[dtype])
+        np.testing.assert_array_equal(works[1], works[0])
+        G, block = 4 * H, (n_in + H + 1) * 4 * H
+        sums = [works[0][k * block:k * block + G * H] for k in range(n_parts)]
+        np.testing.assert_array_equal(
+            functools.reduce(np.add, sums).reshape(G, H), by_rows[0][5])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

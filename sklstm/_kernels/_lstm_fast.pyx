@@ -95,10 +95,22 @@ cdef extern from "_small_gemm.h":
                                     int ldw) noexcept nogil
     void sklstm_weight_grad_d_store(int m, int n, const double* Ct,
                                     double* dW, int ldw) noexcept nogil
+    void sklstm_steps_tn_f(int m, int n, int n_steps, int n_rows,
+                           const float* A, int lda, long sa, const float* B,
+                           int ldb, long sb, int accumulate, float* C,
+                           int ldc) noexcept nogil
+    void sklstm_steps_tn_d(int m, int n, int n_steps, int n_rows,
+                           const double* A, int lda, long sa, const double* B,
+                           int ldb, long sb, int accumulate, double* C,
+                           int ldc) noexcept nogil
 
 # Largest B (k x n) of a per-step product that _small_gemm computes itself
 # (it stays in L2; beyond, BLAS's packing pays for itself).
 DEF SMALL_B_BYTES = 128 * 1024
+
+# Largest sums of one row block's weight gradients for which lstm_backward
+# sums them by row blocks (see _row_grads_fit).
+DEF ROW_GRADS_MAX_BYTES = 256 * 1024
 
 # The L1 data cache of most x86 cores: a right-hand matrix this small is read
 # in place as fast as packed (the backend packs W_hh only beyond it, see
@@ -656,9 +668,15 @@ def weight_grad_workspace_size(Py_ssize_t G, Py_ssize_t n_in, Py_ssize_t P,
                                Py_ssize_t n_parts, Py_ssize_t itemsize):
     """Length of the ``weight_grad_work`` workspace of :func:`lstm_backward`
     cut in ``n_parts`` pieces (``G = 4H`` gate units, ``n_in`` inputs, ``P``
-    the width of ``h``, ``itemsize`` bytes per element)."""
+    the width of ``h``, ``itemsize`` bytes per element): room for the
+    pieces of the weight gradients after the loop, or for the row blocks'
+    sums (_backward_block), whichever is more."""
     n_parts = max(1, n_parts)
-    return n_parts * _weight_grad_part_size(G, n_in, P, n_parts, itemsize)
+    cdef Py_ssize_t size = n_parts * _weight_grad_part_size(G, n_in, P, n_parts,
+                                                            itemsize)
+    if n_parts > 1 and _row_grads_fit(G, n_in, P, itemsize):
+        size = max(size, n_parts * _row_grads_size(G, n_in, P))
+    return size
 
 
 def uses_own_weight_grads(Py_ssize_t G, Py_ssize_t n_in, Py_ssize_t P,
@@ -1204,6 +1222,158 @@ cdef void _weight_grads_times(
     _add_column_sums(t0, t1, B, G, g0, g1, len_p, dgates_p, dbias_p)
 
 
+cdef inline Py_ssize_t _row_grads_size(Py_ssize_t G, Py_ssize_t n_in,
+                                       Py_ssize_t P) noexcept nogil:
+    """Elements of one row block's weight-gradient sums (_backward_block):
+    dW_hh (4H, P), the transposed dW_ih (I, 4H) and dbias (4H,), in this
+    order."""
+    return (n_in + P + 1) * G
+
+
+cdef inline bint _row_grads_fit(Py_ssize_t G, Py_ssize_t n_in, Py_ssize_t P,
+                                Py_ssize_t itemsize) noexcept nogil:
+    """Whether a row block's sums are small enough for lstm_backward to
+    sum the weight gradients by row blocks (_backward_block): they stay in
+    L2 beside the chunk of dgates being summed. W1, W2 and W4 of the
+    benchmark do (17, 73 and at most 193 KiB); W3 (1.2 MiB) does not."""
+    return _row_grads_size(G, n_in, P) * itemsize <= ROW_GRADS_MAX_BYTES
+
+
+cdef inline void _steps_tn(int m, int n, int n_steps, int n_rows,
+                           const floating* A, int lda, Py_ssize_t sa,
+                           const floating* Bm, int ldb, Py_ssize_t sb,
+                           bint accumulate, floating* C, int ldc) noexcept nogil:
+    """``C (m, n) (+)= sum over steps s and rows p of A[s, p].T B[s, p]``,
+    rows ``lda`` (``ldb``) apart within a step and steps ``sa`` (``sb``)
+    apart (``_small_gemm.h``, SK_DEFINE_STEPS_TN)."""
+    if floating is float:
+        sklstm_steps_tn_f(m, n, n_steps, n_rows, A, lda, sa, Bm, ldb, sb,
+                          accumulate, C, ldc)
+    else:
+        sklstm_steps_tn_d(m, n, n_steps, n_rows, A, lda, sa, Bm, ldb, sb,
+                          accumulate, C, ldc)
+
+
+cdef void _weight_grads_rows(
+    Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t t0, Py_ssize_t t1, bint first,
+    Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in, const Py_ssize_t* len_p,
+    const floating* X_p, const floating* W_ih_p, const floating* hidden_p,
+    Py_ssize_t ldh, const floating* dgates_p, floating* dX_p,
+    floating* sums_p,
+) noexcept nogil:
+    """Times [t0, t1) of rows [b0, b1): their dX, and their terms of the
+    weight gradients added (set, if ``first``) to this block's sums
+    ``sums_p`` (see _row_grads_size): forward direction, no projection,
+    finite padding, whose dgates are zero on padding rows."""
+    cdef Py_ssize_t G = 4 * H, ta = max(t0, 1), t, row, j
+    cdef int rows = <int> (b1 - b0)
+    cdef floating* dW_hh = sums_p
+    cdef floating* Ct_ih = sums_p + G * H
+    cdef floating* db = Ct_ih + n_in * G
+    cdef const floating* drow
+    # dX[t, b0:b1] = dgates[t, b0:b1] @ W_ih: few inputs as _input_grad_part
+    # computes them; more, W_ih read in place (or BLAS, past 128 KiB)
+    if dX_p != NULL:
+        for t in range(t0, t1):
+            if <Py_ssize_t> G * n_in * sizeof(floating) <= L1_BYTES:
+                _input_grad_part(0, 1, rows, <int> n_in, <int> G,
+                                 dgates_p + (t * B + b0) * G, W_ih_p,
+                                 dX_p + (t * B + b0) * n_in)
+            else:
+                _small_gemm(False, rows, <int> n_in, <int> G,
+                            dgates_p + (t * B + b0) * G, <int> G, W_ih_p,
+                            <int> n_in, False, dX_p + (t * B + b0) * n_in,
+                            <int> n_in)
+    # dW_ih.T (+)= X[t0:t1, b0:b1].T @ dgates[t0:t1, b0:b1]: transposed, so
+    # that few inputs still fill whole vectors (of gate units)
+    _steps_tn(<int> n_in, <int> G, <int> (t1 - t0), rows,
+              X_p + (t0 * B + b0) * n_in, <int> n_in, B * n_in,
+              dgates_p + (t0 * B + b0) * G, <int> G, B * G, not first,
+              Ct_ih, <int> G)
+    # dW_hh (+)= dgates[ta:t1, b0:b1].T @ hidden[ta-1:t1-1, b0:b1]
+    if t1 > ta:
+        _steps_tn(<int> G, <int> H, <int> (t1 - ta), rows,
+                  dgates_p + (ta * B + b0) * G, <int> G, B * G,
+                  hidden_p + ((ta - 1) * B + b0) * ldh, <int> ldh, B * ldh,
+                  not first, dW_hh, <int> H)
+    elif first:
+        memset(dW_hh, 0, G * H * sizeof(floating))
+    # dbias (+)= dgates[t, b0:b1] summed over the valid rows, in order
+    if first:
+        memset(db, 0, G * sizeof(floating))
+    for t in range(t0, t1):
+        for row in range(t * B + b0, t * B + min(b1, _n_active(len_p, B, t))):
+            drow = dgates_p + row * G
+            for j in range(G):
+                db[j] += drow[j]
+
+
+cdef void _backward_block(
+    Py_ssize_t b0, Py_ssize_t b1, Py_ssize_t chunk,
+    Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t n_in,
+    const Py_ssize_t* len_p, const floating* X_p, const floating* W_ih_p,
+    const floating* W_hh_p, const floating* W_hh_packed_p,
+    const floating* gates_p, const floating* cells_p,
+    const floating* dhidden_p, const floating* dhidden2_p, Py_ssize_t ldd,
+    const floating* dh_n_p, const floating* hidden_p, Py_ssize_t ldh,
+    floating* dgates_p, floating* dstep_p, floating* dh_p, floating* dc_p,
+    floating* dX_p, floating* sums_p,
+) noexcept nogil:
+    """The backward of rows [b0, b1), alone (forward direction, no
+    projection, finite padding): BPTT ``chunk`` steps at a time, each chunk
+    followed by its dX and its terms of the weight gradients of these rows
+    (_weight_grads_rows), while its dgates are in this core's cache.
+
+    Why by rows: cut by gate units (_weight_grads_times), each thread's
+    weight gradients read the dgates rows the other threads had just
+    written, from their caches, and every chunk took two parallel regions,
+    the second waiting for all threads to finish the first. By rows, a
+    thread reads only what it wrote, and waits once, for the sums of the
+    blocks (_sum_row_grads)."""
+    cdef Py_ssize_t hi = T, lo
+    if b1 <= b0:
+        memset(sums_p, 0, _row_grads_size(4 * H, n_in, H) * sizeof(floating))
+        return
+    while hi > 0:
+        lo = max(0, hi - chunk)
+        _backward_rows(b0, b1, lo, hi, T, B, H, H, len_p, W_hh_p,
+                       W_hh_packed_p, NULL, False, gates_p, cells_p,
+                       dhidden_p, dhidden2_p, ldd, dh_n_p, dgates_p, dstep_p,
+                       dh_p, dc_p, NULL, NULL, NULL, NULL)
+        _weight_grads_rows(b0, b1, lo, hi, hi == T, B, H, n_in, len_p, X_p,
+                           W_ih_p, hidden_p, ldh, dgates_p, dX_p, sums_p)
+        hi = lo
+
+
+cdef void _sum_row_grads(
+    Py_ssize_t part, Py_ssize_t n_parts, Py_ssize_t n_blocks, Py_ssize_t G,
+    Py_ssize_t n_in, Py_ssize_t H, const floating* sums_p,
+    floating* dW_ih_p, floating* dW_hh_p, floating* dbias_p,
+) noexcept nogil:
+    """Gate units [g0, g1), piece ``part`` of ``n_parts``, of dW_ih, dW_hh
+    and dbias: the row blocks' sums (_backward_block) added in block
+    order, whichever thread computed each."""
+    cdef Py_ssize_t g0 = _chunk(G, n_parts, part, 16)
+    cdef Py_ssize_t g1 = _chunk(G, n_parts, part + 1, 16)
+    cdef Py_ssize_t size = _row_grads_size(G, n_in, H), i, g, blk
+    cdef const floating* Ct_ih = sums_p + G * H
+    cdef floating total
+    for i in range(g0 * H, g1 * H):
+        total = sums_p[i]
+        for blk in range(1, n_blocks):
+            total = total + sums_p[blk * size + i]
+        dW_hh_p[i] = total
+    for i in range(n_in + 1):  # the rows of dW_ih.T, then dbias
+        for g in range(g0, g1):
+            total = Ct_ih[i * G + g]
+            for blk in range(1, n_blocks):
+                total = total + Ct_ih[blk * size + i * G + g]
+            if i < n_in:
+                dW_ih_p[g * n_in + i] = total
+            else:
+                dbias_p[g] = total
+
+
 cdef bint _padding_is_finite(
     const floating* X,        # (T, B, I)
     const Py_ssize_t* lengths,  # (B,)
@@ -1675,24 +1845,27 @@ def lstm_backward(
     cdef Py_ssize_t pieces = _pieces(n_parts, n_threads)
     cdef Py_ssize_t n_blocks = _row_parts(pieces, B)
     cdef int workers = _workers(n_threads, pieces)
-    cdef bint finite, chunked, own_ih, own_hh
+    cdef bint finite, chunked, own_ih, own_hh, by_rows
     if own_weight_grads == -1:
         own_weight_grads = SKLSTM_OWN_WEIGHT_GRADS
     if weight_grad_work is None:
         own_weight_grads = 0  # no workspace: BLAS
     cdef floating* work_p = NULL
-    cdef Py_ssize_t work_size
+    cdef Py_ssize_t work_size, work_len = 0
     if own_weight_grads == 1:
         work_size = pieces * _weight_grad_part_size(G, n_in, P, pieces,
                                                     sizeof(floating))
-        if weight_grad_work.shape[0] < work_size:
+        work_len = weight_grad_work.shape[0]
+        if work_len < work_size:
             raise ValueError(
-                f"weight_grad_work has {weight_grad_work.shape[0]} elements, "
-                f"expected {work_size}"
+                f"weight_grad_work has {work_len} elements, expected {work_size}"
             )
         work_p = &weight_grad_work[0]
-    # Steps per chunk of the one-thread forward path: ~256 KiB of dgates.
+    # Steps per chunk of the chunked paths: ~256 KiB of dgates (of a row
+    # block's rows, when summing by row blocks).
     cdef Py_ssize_t chunk = max(1, (1 << 18) // (B * G * sizeof(floating)))
+    cdef Py_ssize_t block_chunk = max(1, (1 << 18) // (
+        _chunk(B, n_blocks, 1, 1) * G * sizeof(floating)))
     # W_hh packed once for the T per-step products dgates_step @ W_hh.
     cdef floating* W_hh_packed_p = NULL
     if (W_hh_packed is not None and T > 1
@@ -1711,7 +1884,25 @@ def lstm_backward(
                   and _own_weight_grad(G, n_in, sizeof(floating)))
         own_hh = (work_p != NULL and T > 1
                   and _own_weight_grad(G, P, sizeof(floating)))
-        if chunked:
+        # Cut into row blocks, each sums its own rows' weight gradients
+        # (_backward_block), given room for their sums.
+        by_rows = (chunked and n_blocks > 1 and work_p != NULL
+                   and _row_grads_fit(G, n_in, P, sizeof(floating))
+                   and n_blocks * _row_grads_size(G, n_in, P) <= work_len)
+        if by_rows:
+            for part in prange(n_blocks, num_threads=min(workers, n_blocks),
+                               schedule="static"):
+                _backward_block(_chunk(B, n_blocks, part, 1),
+                                _chunk(B, n_blocks, part + 1, 1), block_chunk,
+                                T, B, H, n_in, len_p, X_p, W_ih_p, W_hh_p,
+                                W_hh_packed_p, gates_p, cells_p, dhidden_p,
+                                dhidden2_p, ldd, dh_n_p, hidden_p, ldh,
+                                dgates_p, dstep_p, dh_p, dc_p, dX_p,
+                                work_p + part * _row_grads_size(G, n_in, P))
+            for part in prange(pieces, num_threads=workers, schedule="static"):
+                _sum_row_grads(part, pieces, n_blocks, G, n_in, H, work_p,
+                               dW_ih_p, dW_hh_p, dbias_p)
+        elif chunked:
             # BPTT in chunks of steps, each followed by its share of the
             # weight gradients (see _weight_grads_times): per chunk, the row
             # blocks' BPTT, then the pieces of the weight gradients.
@@ -1766,7 +1957,7 @@ def lstm_backward(
                                    dh_p, dc_p, dh_seq_p, m_seq_p, dh_step_p,
                                    dm_p)
         if chunked:
-            pass  # done chunk by chunk above
+            pass  # done chunk by chunk (or by row blocks) above
         elif pieces == 1:
             _weight_grads(0, 1, T, B, H, P, n_in, len_p, X_p, W_ih_p, reverse,
                           finite, hidden_p, ldh, dgates_p, dX_p, dW_ih_p, dW_hh_p,

@@ -345,6 +345,95 @@ static void NAME##_store(int m, int n, const T* Ct, T* dW, int ldw)          \
             dW[(long) g * ldw + j] = Ct[(long) j * m + g];                   \
 }
 
+/* The weight gradients of one thread's block of rows over a few steps,
+ * transposed: Ct (m x n) (+)= sum over steps s < n_steps and rows
+ * p < n_rows of A[s, p, r] * B[s, p, j], with A[s, p, r] at
+ * A[s * sa + p * lda + r] (x or h: m = I or H columns) and B[s, p, j] at
+ * B[s * sb + p * ldb + j] (dgates: n = 4H).
+ *
+ * Why: a block's rows are consecutive within a step but the steps are a
+ * whole time slice (B rows) apart, so the k of one product is two loops.
+ * Each tile keeps its sums in registers across both, so C is read and
+ * written once per call; one call per step would load and store the
+ * thread's whole Ct (64 KiB at W2) every 32 rows. The vectors run along the
+ * gate units, contiguous in dgates' rows and 4H wide, so even x's few
+ * columns (W2: 8) fill whole tiles of rows of Ct.
+ *
+ * Each element of Ct is summed over s, then p, from zero, by the same
+ * operations in every tile shape, so the sums do not depend on how m is
+ * cut into tiles. */
+#define SK_DEFINE_STEPS_TILE(NAME, R, NVX, T, V)                              \
+static inline void NAME(int n_steps, int n_rows, const T* A, int lda,        \
+                        long sa, const T* B, int ldb, long sb,               \
+                        int accumulate, T* C, int ldc)                       \
+{                                                                            \
+    V acc[R][NVX];                                                           \
+    int s, p, r, v;                                                          \
+    for (r = 0; r < R; r++)                                                  \
+        for (v = 0; v < NVX; v++) acc[r][v] = (V){0};                        \
+    for (s = 0; s < n_steps; s++) {                                          \
+        const T* As = A + (long) s * sa;                                     \
+        const T* Bs = B + (long) s * sb;                                     \
+        for (p = 0; p < n_rows; p++) {                                       \
+            const V* b = (const V*) (Bs + (long) p * ldb);                   \
+            V bv[NVX];                                                       \
+            for (v = 0; v < NVX; v++) bv[v] = b[v];                          \
+            for (r = 0; r < R; r++) {                                        \
+                T a = As[(long) p * lda + r];                                \
+                for (v = 0; v < NVX; v++) acc[r][v] += a * bv[v];            \
+            }                                                                \
+        }                                                                    \
+    }                                                                        \
+    for (r = 0; r < R; r++) {                                                \
+        V* c = (V*) (C + (long) r * ldc);                                    \
+        for (v = 0; v < NVX; v++)                                            \
+            c[v] = accumulate ? acc[r][v] + c[v] : acc[r][v];                \
+    }                                                                        \
+}
+
+#define SK_DEFINE_STEPS_TN(NAME, T, V)                                        \
+SK_DEFINE_STEPS_TILE(NAME##_4xNV, 4, SK_NV, T, V)                            \
+SK_DEFINE_STEPS_TILE(NAME##_1xNV, 1, SK_NV, T, V)                            \
+SK_DEFINE_STEPS_TILE(NAME##_4x1, 4, 1, T, V)                                 \
+SK_DEFINE_STEPS_TILE(NAME##_1x1, 1, 1, T, V)                                 \
+static void NAME(int m, int n, int n_steps, int n_rows, const T* A, int lda, \
+                 long sa, const T* B, int ldb, long sb, int accumulate,      \
+                 T* C, int ldc)                                              \
+{                                                                            \
+    enum { W = SK_VBYTES / sizeof(T), PW = SK_NV * W };                      \
+    int i, j, s, p;                                                          \
+    int n_panel = n / PW * PW, n_vec = n / W * W;                            \
+    for (j = 0; j < n_panel; j += PW) {                                      \
+        for (i = 0; i + 4 <= m; i += 4)                                      \
+            NAME##_4xNV(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb,     \
+                        accumulate, C + (long) i * ldc + j, ldc);            \
+        for (; i < m; i++)                                                   \
+            NAME##_1xNV(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb,     \
+                        accumulate, C + (long) i * ldc + j, ldc);            \
+    }                                                                        \
+    for (j = n_panel; j < n_vec; j += W) {                                   \
+        for (i = 0; i + 4 <= m; i += 4)                                      \
+            NAME##_4x1(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb,      \
+                       accumulate, C + (long) i * ldc + j, ldc);             \
+        for (; i < m; i++)                                                   \
+            NAME##_1x1(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb,      \
+                       accumulate, C + (long) i * ldc + j, ldc);             \
+    }                                                                        \
+    for (j = n_vec; j < n; j++)                                              \
+        for (i = 0; i < m; i++) {                                            \
+            T acc = 0;                                                       \
+            for (s = 0; s < n_steps; s++)                                    \
+                for (p = 0; p < n_rows; p++)                                 \
+                    acc += A[(long) s * sa + (long) p * lda + i]             \
+                           * B[(long) s * sb + (long) p * ldb + j];          \
+            C[(long) i * ldc + j] = accumulate ? acc + C[(long) i * ldc + j] \
+                                               : acc;                        \
+        }                                                                    \
+}
+
+SK_DEFINE_STEPS_TN(sklstm_steps_tn_f, float, sk_vf)
+SK_DEFINE_STEPS_TN(sklstm_steps_tn_d, double, sk_vd)
+
 SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_f, sklstm_tile_f, float, sk_vf, SK_A_NN)
 SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_d, sklstm_tile_d, double, sk_vd, SK_A_NN)
 SK_DEFINE_SMALL_GEMM(sklstm_small_gemm_tn_f, sklstm_tile_tn_f, float, sk_vf,
