@@ -619,6 +619,20 @@ def _fmt_mb(nbytes):
     return f"{nbytes / 2**20:7.1f}"
 
 
+#: The busy process of ``--contention``: a pure-Python loop on one core,
+#: which ends when its parent (whose pid it is given) does. The ``finally``
+#: that kills it does not run when the benchmark itself is killed: an
+#: orphan had stayed busy and slowed the next runs. The pid is passed, not
+#: read with getppid() as the loop starts, since a parent killed before
+#: then leaves the loop a new parent to watch.
+BUSY_LOOP = """
+import os, sys
+while os.getppid() == int(sys.argv[1]):
+    for _ in range(1_000_000):
+        pass
+"""
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -662,7 +676,7 @@ def main():
           + " ".join(f"{k}={v}" for k, v in env.items()))
     busy = None
     if args.contention:
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(os.getpid())])
     try:
         # Measured before and after the sides, and the higher taken: on a
         # shared host the speed of the cores moves during a run, and a peak

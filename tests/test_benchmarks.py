@@ -221,3 +221,34 @@ def test_an_unknown_workload_is_a_usage_error(script):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     assert "unknown workloads ['W9']" in proc.stderr
+
+
+def test_the_busy_process_of_contention_ends_with_its_parent():
+    # Killed, the benchmark does not run the finally that kills its busy
+    # process; the process must notice and stop (not stay busy for the
+    # runs after), also when its parent dies as it starts.
+    loop = _load(SCRIPT).BUSY_LOOP
+    starter = ("import os, subprocess, sys, time\n"
+               "busy = subprocess.Popen([sys.executable, '-c', sys.argv[1],\n"
+               "                         str(os.getpid())])\n"
+               "print(busy.pid, flush=True)\n"
+               "time.sleep(60)\n")
+    for wait in (0, 0.5):
+        parent = subprocess.Popen([sys.executable, "-c", starter, loop],
+                                  stdout=subprocess.PIPE, text=True)
+        busy = Path(f"/proc/{int(parent.stdout.readline())}/stat")
+        time.sleep(wait)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _process_state(busy) not in ("Z", "gone"):
+            assert time.monotonic() < deadline, "the busy process outlived its parent"
+            time.sleep(0.05)
+
+
+def _process_state(stat):
+    """The state letter in a /proc/PID/stat file, or "gone"."""
+    try:
+        return stat.read_text().split()[2]
+    except FileNotFoundError:
+        return "gone"
