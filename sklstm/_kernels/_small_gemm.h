@@ -56,28 +56,40 @@ typedef double sk_vd __attribute__((vector_size(SK_VBYTES), aligned(8)));
 #define SK_A_NN(r, p) ((long) (r) * lda + (p))
 #define SK_A_TN(r, p) ((long) (p) * lda + (r))
 
-#define SK_DEFINE_TILE(NAME, R, NVX, T, V, AIDX)                              \
-static inline void NAME(int k, const T* A, int lda, const T* B, int ldb,     \
-                        int accumulate, T* C, int ldc)                       \
-{                                                                            \
+/* The parts of a tile: its R x NVX accumulators (acc, with indices r and
+ * v), one k step (a row of B, one element of A per row of the tile), and
+ * the store into C (adding C's values, when accumulating). */
+#define SK_TILE_START(R, NVX, V)                                              \
     V acc[R][NVX];                                                           \
-    int p, r, v;                                                             \
+    int r, v;                                                                \
     for (r = 0; r < R; r++)                                                  \
-        for (v = 0; v < NVX; v++) acc[r][v] = (V){0};                        \
-    for (p = 0; p < k; p++) {                                                \
-        const V* b = (const V*) (B + (long) p * ldb);                        \
+        for (v = 0; v < NVX; v++) acc[r][v] = (V){0};
+#define SK_TILE_STEP(R, NVX, T, V, B_ROW, A_OF_R)                             \
+    {                                                                        \
+        const V* b = (const V*) (B_ROW);                                     \
         V bv[NVX];                                                           \
         for (v = 0; v < NVX; v++) bv[v] = b[v];                              \
         for (r = 0; r < R; r++) {                                            \
-            T a = A[AIDX(r, p)];  /* a * bv[v] broadcasts it */            \
+            T a = A_OF_R;  /* a * bv[v] broadcasts it */                     \
             for (v = 0; v < NVX; v++) acc[r][v] += a * bv[v];                \
         }                                                                    \
-    }                                                                        \
+    }
+#define SK_TILE_STORE(R, NVX, V)                                              \
     for (r = 0; r < R; r++) {                                                \
         V* c = (V*) (C + (long) r * ldc);                                    \
         for (v = 0; v < NVX; v++)                                            \
             c[v] = accumulate ? acc[r][v] + c[v] : acc[r][v];                \
-    }                                                                        \
+    }
+
+#define SK_DEFINE_TILE(NAME, R, NVX, T, V, AIDX)                              \
+static inline void NAME(int k, const T* A, int lda, const T* B, int ldb,     \
+                        int accumulate, T* C, int ldc)                       \
+{                                                                            \
+    int p;                                                                   \
+    SK_TILE_START(R, NVX, V)                                                 \
+    for (p = 0; p < k; p++)                                                  \
+        SK_TILE_STEP(R, NVX, T, V, B + (long) p * ldb, A[AIDX(r, p)])        \
+    SK_TILE_STORE(R, NVX, V)                                                 \
 }
 
 /* Columns [0, n) of C for n narrower than a panel (or a panel's leftover):
@@ -367,29 +379,26 @@ static inline void NAME(int n_steps, int n_rows, const T* A, int lda,        \
                         long sa, const T* B, int ldb, long sb,               \
                         int accumulate, T* C, int ldc)                       \
 {                                                                            \
-    V acc[R][NVX];                                                           \
-    int s, p, r, v;                                                          \
-    for (r = 0; r < R; r++)                                                  \
-        for (v = 0; v < NVX; v++) acc[r][v] = (V){0};                        \
+    int s, p;                                                                \
+    SK_TILE_START(R, NVX, V)                                                 \
     for (s = 0; s < n_steps; s++) {                                          \
         const T* As = A + (long) s * sa;                                     \
         const T* Bs = B + (long) s * sb;                                     \
-        for (p = 0; p < n_rows; p++) {                                       \
-            const V* b = (const V*) (Bs + (long) p * ldb);                   \
-            V bv[NVX];                                                       \
-            for (v = 0; v < NVX; v++) bv[v] = b[v];                          \
-            for (r = 0; r < R; r++) {                                        \
-                T a = As[(long) p * lda + r];                                \
-                for (v = 0; v < NVX; v++) acc[r][v] += a * bv[v];            \
-            }                                                                \
-        }                                                                    \
+        for (p = 0; p < n_rows; p++)                                         \
+            SK_TILE_STEP(R, NVX, T, V, Bs + (long) p * ldb,                  \
+                         As[(long) p * lda + r])                             \
     }                                                                        \
-    for (r = 0; r < R; r++) {                                                \
-        V* c = (V*) (C + (long) r * ldc);                                    \
-        for (v = 0; v < NVX; v++)                                            \
-            c[v] = accumulate ? acc[r][v] + c[v] : acc[r][v];                \
-    }                                                                        \
+    SK_TILE_STORE(R, NVX, V)                                                 \
 }
+
+/* Columns [j, j + the tiles' width) of C, rows in tiles of 4, then 1. */
+#define SK_STEPS_ROWS(TILE_4, TILE_1)                                         \
+    for (i = 0; i + 4 <= m; i += 4)                                          \
+        TILE_4(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb, accumulate,  \
+               C + (long) i * ldc + j, ldc);                                 \
+    for (; i < m; i++)                                                       \
+        TILE_1(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb, accumulate,  \
+               C + (long) i * ldc + j, ldc);
 
 #define SK_DEFINE_STEPS_TN(NAME, T, V)                                        \
 SK_DEFINE_STEPS_TILE(NAME##_4xNV, 4, SK_NV, T, V)                            \
@@ -404,20 +413,10 @@ static void NAME(int m, int n, int n_steps, int n_rows, const T* A, int lda, \
     int i, j, s, p;                                                          \
     int n_panel = n / PW * PW, n_vec = n / W * W;                            \
     for (j = 0; j < n_panel; j += PW) {                                      \
-        for (i = 0; i + 4 <= m; i += 4)                                      \
-            NAME##_4xNV(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb,     \
-                        accumulate, C + (long) i * ldc + j, ldc);            \
-        for (; i < m; i++)                                                   \
-            NAME##_1xNV(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb,     \
-                        accumulate, C + (long) i * ldc + j, ldc);            \
+        SK_STEPS_ROWS(NAME##_4xNV, NAME##_1xNV)                              \
     }                                                                        \
     for (j = n_panel; j < n_vec; j += W) {                                   \
-        for (i = 0; i + 4 <= m; i += 4)                                      \
-            NAME##_4x1(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb,      \
-                       accumulate, C + (long) i * ldc + j, ldc);             \
-        for (; i < m; i++)                                                   \
-            NAME##_1x1(n_steps, n_rows, A + i, lda, sa, B + j, ldb, sb,      \
-                       accumulate, C + (long) i * ldc + j, ldc);             \
+        SK_STEPS_ROWS(NAME##_4x1, NAME##_1x1)                                \
     }                                                                        \
     for (j = n_vec; j < n; j++)                                              \
         for (i = 0; i < m; i++) {                                            \
