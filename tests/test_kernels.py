@@ -871,6 +871,43 @@ def test_chunked_weight_grads_match_the_post_loop_path(T, n_threads, dtype):
         np.testing.assert_allclose(a, e, **TOL[dtype])
 
 
+@pytest.mark.parametrize("n_in", [3, 300])
+def test_weight_grads_by_row_blocks_match_finite_differences(n_in):
+    """The row-block backward's gradients of L = sum(hidden * dhidden), in
+    float64, against central differences along random directions (with
+    many inputs, dX reads W_ih in place)."""
+    rng = np.random.default_rng(5)
+    T, H = 7, 6
+    lengths = np.sort(rng.integers(1, T + 1, size=24))[::-1].copy()
+    lengths[0] = T
+    X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths,
+                                                      np.float64)
+    X[_padding_mask(T, lengths)] = 0.5
+
+    def run(X, W_ih, W_hh, bias):
+        return _run_kernels(X, lengths, W_ih, W_hh, bias, dhidden, False, 2,
+                            n_parts=2, chunked_grads=1, own_weight_grads=1,
+                            packed_weights=True)
+
+    def loss(X, W_ih, W_hh, bias):
+        return float(np.sum(run(X, W_ih, W_hh, bias)[0] * dhidden))
+
+    grads = run(X, W_ih, W_hh, bias)[3:7]  # dX, dW_ih, dW_hh, dbias
+    valid = ~_padding_mask(T, lengths)
+    args, eps = [X, W_ih, W_hh, bias], 1e-6
+    for index, grad in enumerate(grads):
+        for _ in range(2):
+            direction = rng.standard_normal(args[index].shape)
+            if index == 0:
+                direction *= valid[:, :, np.newaxis]  # X's padding is not read
+            plus, minus = list(args), list(args)
+            plus[index] = args[index] + eps * direction
+            minus[index] = args[index] - eps * direction
+            expected = (loss(*plus) - loss(*minus)) / (2 * eps)
+            np.testing.assert_allclose(np.sum(grad * direction), expected,
+                                       rtol=1e-6, atol=1e-9)
+
+
 # (T, n_in, H): dX by _input_grad_part (few inputs) or read in place (G *
 # I past 32 KiB), one step, and 4H past whole vectors (H = 5) or whole
 # panels (H = 20).

@@ -194,6 +194,63 @@ def test_large_layer_direction_matches_torch(dtype, reverse, n_features):
                            n_units=96)
 
 
+@pytest.mark.skipif(not _cpu_backend_available(), reason="Cython kernels not built")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_parts", [2, 3])
+def test_backward_by_row_blocks_matches_torch(dtype, n_parts):
+    """The backward cut into row blocks, each summing its own rows' weight
+    gradients chunk by chunk (asked for here: which path a fit takes
+    depends on the build and the sizes), against torch.nn.LSTM."""
+    from sklstm._kernels._dispatch import kernels
+
+    torch_dtype, tol = TORCH_DTYPES[dtype], TOL[dtype]
+    rng = np.random.RandomState(3)
+    lengths = np.sort(rng.randint(1, 12, size=40))[::-1].copy()
+    lengths[0] = 11
+    n_features, H = 5, 16
+    X, lengths, padding = _random_inputs(rng, lengths, n_features, dtype)
+    T, B = X.shape[:2]
+    lstm = nn.LSTM(n_features, H, dtype=torch_dtype)
+    state = {name: rng.uniform(-1, 1, tuple(param.shape))
+             for name, param in lstm.state_dict().items()}
+    lstm.load_state_dict({name: _tensor(value, torch_dtype)
+                          for name, value in state.items()})
+    W_ih, W_hh = (np.ascontiguousarray(state[name].astype(dtype))
+                  for name in ("weight_ih_l0", "weight_hh_l0"))
+    bias = (state["bias_ih_l0"] + state["bias_hh_l0"]).astype(dtype)
+
+    G = 4 * H
+    gates, cells = np.empty((T, B, G), dtype), np.empty((T, B, H), dtype)
+    hidden, h_n, c_n = (np.empty((T, B, H), dtype), np.empty((B, H), dtype),
+                        np.empty((B, H), dtype))
+    kernels.lstm_forward(X, lengths, W_ih, W_hh, bias, False, True, gates, cells,
+                         hidden, h_n, c_n, np.empty((B, G), dtype), n_parts,
+                         n_parts=n_parts)
+    dhidden = rng.randn(T, B, H)
+    dhidden[padding] = 0.0
+    dhidden = np.ascontiguousarray(dhidden.astype(dtype))
+    dX, dW_ih, dW_hh, dbias = (np.empty(X.shape, dtype), np.empty_like(W_ih),
+                               np.empty_like(W_hh), np.empty(G, dtype))
+    size = kernels.weight_grad_workspace_size(G, n_features, H, n_parts,
+                                              np.dtype(dtype).itemsize)
+    kernels.lstm_backward(
+        X, lengths, W_ih, W_hh, False, gates, cells, hidden, dhidden, dX, dW_ih,
+        dW_hh, dbias, gates, np.empty((B, G), dtype), np.empty((B, H), dtype),
+        np.empty((B, H), dtype), n_parts, n_parts=n_parts, chunked_grads=1,
+        own_weight_grads=1, weight_grad_work=np.full(size, np.nan, dtype),
+    )
+
+    X_t = _tensor(X, torch_dtype, requires_grad=True)
+    out_t, h_n_t, _ = _run_lstm(lstm, X_t, lengths, packed=True)
+    np.testing.assert_allclose(hidden, out_t.detach().numpy(), **tol)
+    (out_t * _tensor(dhidden, torch_dtype)).sum().backward()
+    params = dict(lstm.named_parameters())
+    np.testing.assert_allclose(dX, X_t.grad.numpy(), **tol)
+    np.testing.assert_allclose(dW_ih, params["weight_ih_l0"].grad.numpy(), **tol)
+    np.testing.assert_allclose(dW_hh, params["weight_hh_l0"].grad.numpy(), **tol)
+    np.testing.assert_allclose(dbias, params["bias_ih_l0"].grad.numpy(), **tol)
+
+
 def _check_layer_direction(backend_name, dtype, reverse, length_case,
                            n_features, n_units):
     """One layer-direction's forward (training and inference) and backward
