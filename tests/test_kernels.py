@@ -908,12 +908,13 @@ def test_weight_grads_by_row_blocks_match_finite_differences(n_in):
                                        rtol=1e-6, atol=1e-9)
 
 
-# (T, n_in, H): dX by _input_grad_part (few inputs) or read in place (G *
-# I past 32 KiB), one step, and 4H past whole vectors (H = 5) or whole
-# panels (H = 20).
-ROW_BLOCK_CASES = {"few_inputs": (13, 5, 16), "many_inputs": (6, 300, 8),
-                   "one_step": (1, 3, 16), "odd_units": (9, 4, 5),
-                   "past_a_panel": (7, 9, 20)}
+# (T, n_in, H, B): dX by _input_grad_part (few inputs) or read in place (G
+# * I past 32 KiB), one step, 4H past whole vectors (H = 5) or whole panels
+# (H = 20), and fewer row blocks than pieces (B = 17: at least 8 rows a
+# block, so 2 blocks of 3 pieces).
+ROW_BLOCK_CASES = {"few_inputs": (13, 5, 16, 37), "many_inputs": (6, 300, 8, 37),
+                   "one_step": (1, 3, 16, 37), "odd_units": (9, 4, 5, 37),
+                   "past_a_panel": (7, 9, 20, 37), "few_rows": (8, 4, 16, 17)}
 
 
 @pytest.mark.parametrize("kernels", SIMD_BUILDS)
@@ -925,9 +926,9 @@ def test_weight_grads_by_row_blocks(case, n_parts, kernels):
     sums are added: the same gradients as BLAS after the loop, on 1 thread
     or n_parts bit for bit, and the sums left in the workspace add up to
     dW_hh (so this path ran)."""
-    T, n_in, H = ROW_BLOCK_CASES[case]
+    T, n_in, H, B = ROW_BLOCK_CASES[case]
     rng = np.random.default_rng(8)
-    lengths = np.sort(rng.integers(1, T + 1, size=37))[::-1].copy()
+    lengths = np.sort(rng.integers(1, T + 1, size=B))[::-1].copy()
     lengths[0] = T
     for dtype in DTYPES:
         X, lengths, W_ih, W_hh, bias, dhidden = _problem(T, n_in, H, lengths,
@@ -951,7 +952,8 @@ def test_weight_grads_by_row_blocks(case, n_parts, kernels):
             np.testing.assert_allclose(serial, expected, **TOL[dtype])
         np.testing.assert_array_equal(works[1], works[0])
         G, block = 4 * H, (n_in + H + 1) * 4 * H
-        sums = [works[0][k * block:k * block + G * H] for k in range(n_parts)]
+        n_blocks = min(n_parts, B // 8)
+        sums = [works[0][k * block:k * block + G * H] for k in range(n_blocks)]
         np.testing.assert_array_equal(
             functools.reduce(np.add, sums).reshape(G, H), by_rows[0][5])
 
