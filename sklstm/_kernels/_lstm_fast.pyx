@@ -1271,11 +1271,12 @@ cdef void _weight_grads_rows(
     cdef floating* Ct_ih = sums_p + G * H
     cdef floating* db = Ct_ih + n_in * G
     cdef const floating* drow
+    cdef bint few_inputs = <Py_ssize_t> G * n_in * sizeof(floating) <= L1_BYTES
     # dX[t, b0:b1] = dgates[t, b0:b1] @ W_ih: few inputs as _input_grad_part
     # computes them; more, W_ih read in place (or BLAS, past 128 KiB)
     if dX_p != NULL:
         for t in range(t0, t1):
-            if <Py_ssize_t> G * n_in * sizeof(floating) <= L1_BYTES:
+            if few_inputs:
                 _input_grad_part(0, 1, rows, <int> n_in, <int> G,
                                  dgates_p + (t * B + b0) * G, W_ih_p,
                                  dX_p + (t * B + b0) * n_in)
