@@ -31,6 +31,10 @@ CASES = {
     # BLAS in the baseline build.
     "large_weights": (4, 3, 93, [4, 4, 3, 1]),
     "large_weights_many_rows": (3, 2, 93, [3] * 280 + [2] * 240),
+    # Gates past 1 MiB in float32 (12 x 100 x 4H at H = 64): the cell
+    # backward prefetches the rows ahead of it, across the step boundaries
+    # of rows of several lengths.
+    "prefetched_rows": (12, 3, 64, [12] * 40 + [9] * 30 + [5] * 20 + [1] * 10),
 }
 
 
